@@ -1,0 +1,2 @@
+//! One module per `halyard` subcommand.
+pub mod version;

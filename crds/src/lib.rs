@@ -1,0 +1,3 @@
+//! Kubernetes API types for MeshInstall and the Istio kinds, their CRD generation, and the validator.
+
+pub mod validation;

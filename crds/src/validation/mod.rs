@@ -1,0 +1,1 @@
+//! Istio config validation (Galley's rules) as pure functions over the typed objects.

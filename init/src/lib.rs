@@ -1,0 +1,1 @@
+//! The init container: iptables capture rules for a pod network namespace.

@@ -1,0 +1,1 @@
+//! The control plane: MeshInstall controller, service registry, discovery server, certificate authority.

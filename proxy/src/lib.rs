@@ -1,0 +1,3 @@
+//! The data plane: sidecar and gateway proxy.
+
+pub mod xds;

@@ -1,0 +1,1 @@
+//! The admission server: sidecar injection and Istio config validation.
