@@ -17,12 +17,16 @@ struct Cli {
 enum Command {
     /// Print the client version.
     Version,
+    /// Internal to `halyard demo`: run one Bookinfo sample service.
+    #[command(hide = true)]
+    DemoApp(cmd::demo::app::AppArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => cmd::version::run(),
+        Command::DemoApp(args) => cmd::demo::run_app(args),
     };
     match result {
         Ok(code) => code,

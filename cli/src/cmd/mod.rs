@@ -1,2 +1,3 @@
 //! One module per `halyard` subcommand.
+pub mod demo;
 pub mod version;
