@@ -1,1 +1,20 @@
-//! The admission server: sidecar injection and Istio config validation.
+//! halyard's admission server: sidecar injection (`/inject`) and Istio config validation (`/validate`).
+//!
+//! The pure parts (injection decision, template, patch, probe rewriting, AdmissionReview handling) are
+//! usable without a server: the operator and `halyard kube-inject` call [`Injector::inject`] /
+//! [`kube_inject::inject_documents`] directly.
+
+pub mod annotations;
+pub mod decision;
+pub mod error;
+pub mod inject;
+pub mod kube_inject;
+pub mod mesh;
+pub mod probes;
+pub mod template;
+
+pub use decision::{Decision, SkipReason};
+pub use error::Error;
+pub use inject::{Injector, Outcome, PodContext, WorkloadMeta};
+pub use mesh::{MeshConfig, ProxyConfig};
+pub use template::InjectionTemplate;
