@@ -1,5 +1,7 @@
 //! `halyard-init`: installs the traffic capture rules in the pod's network namespace.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 
@@ -22,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let facts = host::gather(&cli.flags)?;
