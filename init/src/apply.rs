@@ -63,6 +63,9 @@ pub fn install(cfg: &Config, choice: BackendChoice) -> Result<Vec<FamilyReport>,
     }
     if cfg.mode == InterceptMode::Tproxy {
         tproxy_routes(cfg, true)?;
+    } else if let Err(e) = tproxy_routes(cfg, false) {
+        // Routing left by an earlier TPROXY run; usually there is none.
+        tracing::debug!("no TPROXY routes removed: {e}");
     }
     Ok(reports)
 }
@@ -365,6 +368,46 @@ mod tests {
             msg.contains("`-A ISTIO_OUTPUT -m owner ! --gid-owner nogroup1 -j RETURN`"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn rollback_puts_back_exactly_the_touched_tables() {
+        let saved = parse_save(
+            "*mangle\n:PREROUTING ACCEPT [1:2]\n-A PREROUTING -j MARK --set-mark 1\nCOMMIT\n\
+             *nat\n:OUTPUT ACCEPT [0:0]\n:ISTIO_OUTPUT - [0:0]\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n",
+        );
+        let script = RestoreScript {
+            lines: vec![
+                ("* nat".into(), LineOrigin::Structure, Some(Table::Nat)),
+                (
+                    "-F ISTIO_OUTPUT".into(),
+                    LineOrigin::Cleanup,
+                    Some(Table::Nat),
+                ),
+                ("COMMIT".into(), LineOrigin::Structure, Some(Table::Nat)),
+                ("* raw".into(), LineOrigin::Structure, Some(Table::Raw)),
+                ("COMMIT".into(), LineOrigin::Structure, Some(Table::Raw)),
+            ],
+        };
+        let plan = Plan {
+            family: Family::V4,
+            bins: Backend::Nft.binaries(Family::V4),
+            saved,
+            script: Some(script),
+            had_residue: true,
+            removing: false,
+        };
+        assert_eq!(
+            plan.rollback_text().unwrap(),
+            "*nat\n:OUTPUT ACCEPT [0:0]\n:ISTIO_OUTPUT - [0:0]\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n*raw\nCOMMIT\n"
+        );
+        assert_eq!(plan.change(), Change::Replaced);
+        let nothing = Plan {
+            script: None,
+            ..plan
+        };
+        assert_eq!(nothing.rollback_text(), None);
+        assert_eq!(nothing.change(), Change::AlreadyInPlace);
     }
 
     #[test]

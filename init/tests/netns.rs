@@ -551,3 +551,138 @@ fn rejected_rule_is_named_and_previous_rules_stay() {
     );
     assert!(!after.contains("ISTIO_"), "{after}");
 }
+
+#[test]
+fn legacy_backend_is_detected_from_existing_rules() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new("l");
+    let pod = lab.pod.clone();
+    let log = lab.init_ok(&["--iptables-backend", "legacy"]);
+    assert!(log.contains("iptables-legacy"), "{log}");
+    assert_eq!(backend_in_use(&pod), "legacy");
+    assert_eq!(
+        lab.fetch(&pod, None, "192.0.2.1:8080"),
+        proxied(15001, "192.0.2.1:8080", "remote")
+    );
+    // Auto-detection sees the legacy rules and keeps using legacy, as istio-iptables does.
+    let log = lab.init_ok(&[]);
+    assert!(
+        log.contains("(iptables-legacy): rules already in place"),
+        "{log}"
+    );
+    let nft = String::from_utf8(in_ns(&pod, &["iptables-nft-save"]).stdout).unwrap();
+    assert!(!nft.contains("ISTIO_"), "nothing went to nft: {nft}");
+    let log = lab.init_ok(&["--cleanup"]);
+    assert!(log.contains("(iptables-legacy): rules removed"), "{log}");
+    assert!(!state(&pod).contains("ISTIO_"));
+    assert_eq!(lab.fetch(&pod, None, "192.0.2.1:8080"), "remote\n");
+}
+
+#[test]
+fn failure_after_commit_is_rolled_back_in_both_families() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new("r");
+    let pod = lab.pod.clone();
+    lab.init_ok(&["--iptables-backend", "nft"]);
+    let before = state(&pod);
+
+    // An ip6tables-nft-restore that applies its input and then reports a failure, once: the IPv4
+    // rules are already replaced by then, so both families must be put back.
+    let real =
+        String::from_utf8(sh(&["sh", "-c", "command -v ip6tables-nft-restore"]).stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("failed-once");
+    let wrapper = dir.path().join("ip6tables-nft-restore");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --test \"*) exec {real} \"$@\";; esac\n\
+             if [ -e {m} ]; then exec {real} \"$@\"; fi\ntouch {m}\n{real} \"$@\" || exit $?\n\
+             echo 'ip6tables-nft-restore: line 2 failed: simulated failure after commit' >&2\nexit 1\n",
+            real = real.trim(),
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let out = lab.init(
+        &[
+            "--iptables-backend",
+            "nft",
+            "-x",
+            "198.51.100.0/24,2001:db8:2::/48",
+        ],
+        &[("PATH", path.as_str())],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(marker.exists(), "the wrapper ran");
+    assert!(err.contains("rejected line 2"), "{err}");
+    assert_eq!(state(&pod), before, "both families were put back");
+    assert_eq!(
+        lab.fetch(&pod, None, "198.51.100.1:8080"),
+        proxied(15001, "198.51.100.1:8080", "remote")
+    );
+    assert_eq!(
+        lab.fetch(&pod, None, "[2001:db8:2::1]:8080"),
+        proxied(15001, "[2001:db8:2::1]:8080", "remote")
+    );
+}
+
+#[test]
+fn tproxy_mode_installs_marks_and_policy_routing() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new("t");
+    let pod = lab.pod.clone();
+    let rules =
+        |v: &str| String::from_utf8(in_ns(&pod, &["ip", v, "rule", "show"]).stdout).unwrap();
+    let routes = |v: &str| {
+        String::from_utf8(in_ns(&pod, &["ip", v, "route", "show", "table", "133"]).stdout).unwrap()
+    };
+
+    lab.init_ok(&["-m", "TPROXY"]);
+    let st = state(&pod);
+    for chain in ["ISTIO_DIVERT", "ISTIO_TPROXY", "TPROXY --on-port 15006"] {
+        assert!(st.contains(chain), "{chain} missing:\n{st}");
+    }
+    for v in ["-4", "-6"] {
+        assert_eq!(
+            rules(v).matches("fwmark 0x539 lookup 133").count(),
+            1,
+            "{}",
+            rules(v)
+        );
+        assert!(routes(v).contains("local default dev lo"), "{}", routes(v));
+    }
+    // Idempotent, policy routing included.
+    let log = lab.init_ok(&["-m", "TPROXY"]);
+    assert!(log.contains("already in place"), "{log}");
+    assert_eq!(rules("-4").matches("fwmark 0x539 lookup 133").count(), 1);
+
+    // Back to REDIRECT: the mangle chains and the routing go.
+    lab.init_ok(&["-m", "REDIRECT"]);
+    assert!(!state(&pod).contains("ISTIO_TPROXY"));
+    assert!(!rules("-4").contains("lookup 133"), "{}", rules("-4"));
+    assert_eq!(
+        lab.fetch(&pod, None, "192.0.2.1:8080"),
+        proxied(15001, "192.0.2.1:8080", "remote")
+    );
+
+    lab.init_ok(&["-m", "TPROXY"]);
+    lab.init_ok(&["--cleanup"]);
+    assert!(!state(&pod).contains("ISTIO_"));
+    assert!(!rules("-4").contains("lookup 133") && !rules("-6").contains("lookup 133"));
+}
