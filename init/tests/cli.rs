@@ -14,9 +14,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("halyard-init runs")
 }
 
+/// Arguments, environment, and the flag the error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_input_exits_non_zero_naming_the_flag() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (&["-p", "abc", "--dry-run"], &[], "-p/--envoy-port"),
         (
             &["-m", "BPF", "--dry-run"],
