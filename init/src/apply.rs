@@ -188,7 +188,11 @@ fn execute(plans: &[Plan]) -> Result<Vec<FamilyReport>, InitError> {
     }
     for (i, plan) in plans.iter().enumerate() {
         let Some(script) = &plan.script else { continue };
-        tracing::debug!("{} input:\n{}", plan.bins.restore, script.text());
+        tracing::info!(
+            "running {} --noflush with:\n{}",
+            plan.bins.restore,
+            script.text().trim_end()
+        );
         let args = restore_args(&plan.bins, &["--noflush"]);
         if let Err(e) = run(&plan.bins.restore, &args, Some(&script.text())) {
             let err = restore_error(&plan.bins, script, e);
