@@ -4,6 +4,8 @@
 //!   `AggregatedDiscovery`), and [`type_urls`] naming each resource type it carries.
 //! - [`resources`]: the `halyard.config.v1` resources a proxy runs on; [`ProxyResources`] is one
 //!   proxy's whole configuration (translator output, static config file, discovery snapshot).
+//! - [`wire`]: splitting a snapshot into per-type discovery resources and assembling it back.
+//! - [`static_config`]: YAML/JSON reading and writing of resources.
 //! - [`ClusterName`]: Istio's cluster names, built and parsed in one place.
 
 /// Generated from `proto/halyard/discovery/v1/discovery.proto`.
@@ -30,6 +32,7 @@ mod serde_enum {
 }
 pub mod static_config;
 pub mod type_urls;
+pub mod wire;
 
 pub use names::{ClusterName, NameError};
 pub use resources::ProxyResources;
