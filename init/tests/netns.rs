@@ -72,6 +72,8 @@ fn in_ns(ns: &str, args: &[&str]) -> Output {
 struct Lab {
     pod: String,
     peer: String,
+    /// Our end of the veth pair, deleted too in case setup stopped before moving it.
+    veth: String,
     scratch: Vec<String>,
     children: Vec<Child>,
 }
@@ -85,19 +87,24 @@ impl Drop for Lab {
         for ns in [&self.pod, &self.peer].into_iter().chain(&self.scratch) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
+        // Normally gone with its namespace; this only matters if setup failed half-way.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
     }
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
         let id = format!("{tag}{}", std::process::id() % 100_000);
+        let (va, vb) = (format!("hy{id}a"), format!("hy{id}b"));
         let mut lab = Lab {
             pod: format!("hy-pod-{id}"),
             peer: format!("hy-peer-{id}"),
+            veth: va.clone(),
             scratch: Vec::new(),
             children: Vec::new(),
         };
-        let (va, vb) = (format!("hy{id}a"), format!("hy{id}b"));
         sh(&["ip", "netns", "add", &lab.pod]);
         sh(&["ip", "netns", "add", &lab.peer]);
         sh(&[
@@ -685,4 +692,53 @@ fn tproxy_mode_installs_marks_and_policy_routing() {
     lab.init_ok(&["--cleanup"]);
     assert!(!state(&pod).contains("ISTIO_"));
     assert!(!rules("-4").contains("lookup 133") && !rules("-6").contains("lookup 133"));
+}
+
+#[test]
+fn dns_to_the_resolvers_goes_to_the_dns_proxy() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new("n");
+    let (pod, peer) = (lab.pod.clone(), lab.peer.clone());
+    lab.spawn(
+        &pod,
+        Some(1337),
+        &["serve", "--name", "dns-proxy", "--port", "15053"],
+    );
+    lab.spawn(
+        &peer,
+        None,
+        &["serve", "--name", "resolver", "--port", "53"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "search cluster.local\nnameserver 192.0.2.1\nnameserver 2001:db8:1::1\n",
+    )
+    .unwrap();
+
+    lab.init_ok(&["--redirect-dns", "--resolv-conf", resolv.to_str().unwrap()]);
+    assert_eq!(lab.fetch(&pod, None, "192.0.2.1:53"), "dns-proxy\n");
+    assert_eq!(lab.fetch(&pod, None, "[2001:db8:1::1]:53"), "dns-proxy\n");
+    // The DNS proxy itself (UID 1337) reaches the real resolver.
+    assert_eq!(lab.fetch(&pod, Some(1337), "192.0.2.1:53"), "resolver\n");
+    assert_eq!(
+        lab.fetch(&pod, Some(1337), "[2001:db8:1::1]:53"),
+        "resolver\n"
+    );
+    // Other traffic is captured as before.
+    assert_eq!(
+        lab.fetch(&pod, None, "192.0.2.1:8080"),
+        proxied(15001, "192.0.2.1:8080", "remote")
+    );
+    let st = state(&pod);
+    assert!(
+        st.contains("-j CT --zone 1") && st.contains("-j CT --zone 2"),
+        "{st}"
+    );
+
+    lab.init_ok(&["--cleanup"]);
+    assert_eq!(lab.fetch(&pod, None, "192.0.2.1:53"), "resolver\n");
 }
