@@ -41,18 +41,13 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
 
     // Excluded interfaces bypass everything, in both directions.
     for nic in &cfg.exclude_interfaces {
-        b.add(Table::Nat, Chain::Prerouting, &["-i", nic], Target::Return);
-        b.add(Table::Nat, Chain::Output, &["-o", nic], Target::Return);
+        b.nat(Chain::Prerouting, &["-i", nic], Target::Return);
+        b.nat(Chain::Output, &["-o", nic], Target::Return);
     }
     if tproxy {
         for nic in &cfg.exclude_interfaces {
-            b.add(
-                Table::Mangle,
-                Chain::Prerouting,
-                &["-i", nic],
-                Target::Return,
-            );
-            b.add(Table::Mangle, Chain::Output, &["-o", nic], Target::Return);
+            b.mangle(Chain::Prerouting, &["-i", nic], Target::Return);
+            b.mangle(Chain::Output, &["-o", nic], Target::Return);
         }
     }
     // Traffic from virtual interfaces is not inbound traffic.
@@ -67,30 +62,22 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
     }
     if cfg.drop_invalid {
         let m = ["-m", "conntrack", "--ctstate", "INVALID"];
-        b.add(
-            Table::Mangle,
-            Chain::Prerouting,
-            &m,
-            Target::Jump(Chain::IstioDrop),
-        );
-        b.add(Table::Mangle, Chain::IstioDrop, &[], Target::Drop);
+        b.mangle(Chain::Prerouting, &m, Target::Jump(Chain::IstioDrop));
+        b.mangle(Chain::IstioDrop, &[], Target::Drop);
     }
 
     // The tunnel port is the proxy's own inbound listener: never capture it.
-    b.add(
-        Table::Nat,
+    b.nat(
         Chain::IstioInbound,
         &["-p", "tcp", "--dport", &tunnel],
         Target::Return,
     );
-    b.add(
-        Table::Nat,
+    b.nat(
         Chain::IstioRedirect,
         &["-p", "tcp"],
         Target::Redirect(cfg.proxy_port),
     );
-    b.add(
-        Table::Nat,
+    b.nat(
         Chain::IstioInRedirect,
         &["-p", "tcp"],
         Target::Redirect(cfg.inbound_capture_port),
@@ -98,31 +85,23 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
 
     inbound(&mut b, cfg, &lo_cidr);
 
-    b.add(
-        Table::Nat,
-        Chain::Output,
-        &[],
-        Target::Jump(Chain::IstioOutput),
-    );
+    b.nat(Chain::Output, &[], Target::Jump(Chain::IstioOutput));
     // Port exclusions come before the loopback rules so that they also hold for the app calling itself.
     for port in &cfg.outbound_ports_exclude {
         let p = port.to_string();
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutput,
             &["-p", "tcp", "--dport", &p],
             Target::Return,
         );
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutput,
             &["-p", "udp", "--dport", &p],
             Target::Return,
         );
     }
     let passthrough = inbound_passthrough_source(family);
-    b.add(
-        Table::Nat,
+    b.nat(
         Chain::IstioOutput,
         &["-o", "lo", "-s", passthrough],
         Target::Return,
@@ -141,15 +120,9 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
             m.extend(["!", "--dport", &tunnel]);
         }
         m.extend(["-m", "owner", "--uid-owner", uid]);
-        b.add(
-            Table::Nat,
-            Chain::IstioOutput,
-            &m,
-            Target::Jump(Chain::IstioInRedirect),
-        );
+        b.nat(Chain::IstioOutput, &m, Target::Jump(Chain::IstioInRedirect));
         loopback_return(&mut b, dns, loopback_included, "--uid-owner", uid);
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutput,
             &["-m", "owner", "--uid-owner", uid],
             Target::Return,
@@ -172,15 +145,9 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
             "--gid-owner",
             gid,
         ];
-        b.add(
-            Table::Nat,
-            Chain::IstioOutput,
-            &m,
-            Target::Jump(Chain::IstioInRedirect),
-        );
+        b.nat(Chain::IstioOutput, &m, Target::Jump(Chain::IstioInRedirect));
         loopback_return(&mut b, dns, loopback_included, "--gid-owner", gid);
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutput,
             &["-m", "owner", "--gid-owner", gid],
             Target::Return,
@@ -190,8 +157,7 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
     match &cfg.owner_groups {
         OwnerGroups::AllExcept(groups) => {
             for g in groups {
-                b.add(
-                    Table::Nat,
+                b.nat(
                     Chain::IstioOutput,
                     &["-m", "owner", "--gid-owner", g],
                     Target::Return,
@@ -203,7 +169,7 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
                 .iter()
                 .flat_map(|g| ["-m", "owner", "!", "--gid-owner", g.as_str()])
                 .collect();
-            b.add(Table::Nat, Chain::IstioOutput, &m, Target::Return);
+            b.nat(Chain::IstioOutput, &m, Target::Return);
         }
     }
 
@@ -212,19 +178,13 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
     }
 
     // The app talking to itself over loopback, and proxy-aware apps, are never captured.
-    b.add(
-        Table::Nat,
-        Chain::IstioOutput,
-        &["-d", &lo_cidr],
-        Target::Return,
-    );
+    b.nat(Chain::IstioOutput, &["-d", &lo_cidr], Target::Return);
     let (include, exclude) = match family {
         Family::V4 => (&cfg.outbound_v4, &cfg.exclude_v4),
         Family::V6 => (&cfg.outbound_v6, &cfg.exclude_v6),
     };
     for cidr in exclude {
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutput,
             &["-d", &cidr.to_string()],
             Target::Return,
@@ -232,20 +192,14 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
     }
     for port in &cfg.outbound_ports_include {
         let p = port.to_string();
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutput,
             &["-p", "tcp", "--dport", &p],
             Target::Jump(Chain::IstioRedirect),
         );
     }
     if include.wildcard {
-        b.add(
-            Table::Nat,
-            Chain::IstioOutput,
-            &[],
-            Target::Jump(Chain::IstioRedirect),
-        );
+        b.nat(Chain::IstioOutput, &[], Target::Jump(Chain::IstioRedirect));
         for nic in &cfg.kube_virt_interfaces {
             b.insert(
                 Table::Nat,
@@ -268,8 +222,7 @@ pub fn render(cfg: &Config, family: Family) -> RuleSet {
                     Target::Jump(Chain::IstioRedirect),
                 );
             }
-            b.add(
-                Table::Nat,
+            b.nat(
                 Chain::IstioOutput,
                 &["-d", &c],
                 Target::Jump(Chain::IstioRedirect),
@@ -291,19 +244,13 @@ fn inbound(b: &mut Builder, cfg: &Config, lo_cidr: &str) {
     let tproxy = cfg.mode == InterceptMode::Tproxy;
     let table = if tproxy {
         // Marked packets are routed to loopback (route table -r) where TPROXY hands them to the proxy.
-        b.add(
-            Table::Mangle,
-            Chain::IstioDivert,
-            &[],
-            Target::Mark(cfg.tproxy_mark),
-        );
-        b.add(Table::Mangle, Chain::IstioDivert, &[], Target::Accept);
+        b.mangle(Chain::IstioDivert, &[], Target::Mark(cfg.tproxy_mark));
+        b.mangle(Chain::IstioDivert, &[], Target::Accept);
         let target = Target::Tproxy {
             mark: cfg.tproxy_mark,
             port: cfg.inbound_capture_port,
         };
-        b.add(
-            Table::Mangle,
+        b.mangle(
             Chain::IstioTproxy,
             &["!", "-d", lo_cidr, "-p", "tcp"],
             target,
@@ -332,21 +279,14 @@ fn inbound(b: &mut Builder, cfg: &Config, lo_cidr: &str) {
             }
             if tproxy {
                 let m: Vec<&str> = ["-p", "tcp"].into_iter().chain(established).collect();
-                b.add(
-                    Table::Mangle,
-                    Chain::IstioInbound,
-                    &m,
-                    Target::Jump(Chain::IstioDivert),
-                );
-                b.add(
-                    Table::Mangle,
+                b.mangle(Chain::IstioInbound, &m, Target::Jump(Chain::IstioDivert));
+                b.mangle(
                     Chain::IstioInbound,
                     &["-p", "tcp"],
                     Target::Jump(Chain::IstioTproxy),
                 );
             } else {
-                b.add(
-                    Table::Nat,
+                b.nat(
                     Chain::IstioInbound,
                     &["-p", "tcp"],
                     Target::Jump(Chain::IstioInRedirect),
@@ -359,21 +299,10 @@ fn inbound(b: &mut Builder, cfg: &Config, lo_cidr: &str) {
                 let m = ["-p", "tcp", "--dport", p.as_str()];
                 if tproxy {
                     let est: Vec<&str> = m.into_iter().chain(established).collect();
-                    b.add(
-                        Table::Mangle,
-                        Chain::IstioInbound,
-                        &est,
-                        Target::Jump(Chain::IstioDivert),
-                    );
-                    b.add(
-                        Table::Mangle,
-                        Chain::IstioInbound,
-                        &m,
-                        Target::Jump(Chain::IstioTproxy),
-                    );
+                    b.mangle(Chain::IstioInbound, &est, Target::Jump(Chain::IstioDivert));
+                    b.mangle(Chain::IstioInbound, &m, Target::Jump(Chain::IstioTproxy));
                 } else {
-                    b.add(
-                        Table::Nat,
+                    b.nat(
                         Chain::IstioInbound,
                         &m,
                         Target::Jump(Chain::IstioInRedirect),
@@ -401,10 +330,9 @@ fn loopback_return(
         let m = [
             "-o", "lo", "-p", "tcp", "!", "--dport", "53", "-m", "owner", "!", owner_flag, id,
         ];
-        b.add(Table::Nat, Chain::IstioOutput, &m, Target::Return);
+        b.nat(Chain::IstioOutput, &m, Target::Return);
     } else {
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutput,
             &["-o", "lo", "-m", "owner", "!", owner_flag, id],
             Target::Return,
@@ -428,30 +356,18 @@ fn dns_rules(b: &mut Builder, cfg: &Config) {
             .collect(),
     };
     let all = cfg.capture_all_dns;
-    b.add(
-        Table::Raw,
-        Chain::Output,
-        &[],
-        Target::Jump(Chain::IstioOutputDns),
-    );
+    b.raw(Chain::Output, &[], Target::Jump(Chain::IstioOutputDns));
     if all || !servers.is_empty() {
-        b.add(
-            Table::Nat,
-            Chain::IstioOutput,
-            &[],
-            Target::Jump(Chain::IstioOutputDns),
-        );
+        b.nat(Chain::IstioOutput, &[], Target::Jump(Chain::IstioOutputDns));
     }
     let proxy = DNS_PROXY_PORT;
     if all {
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutputDns,
             &["-p", "tcp", "--dport", "53"],
             Target::Redirect(proxy),
         );
-        b.add(
-            Table::Nat,
+        b.nat(
             Chain::IstioOutputDns,
             &["-p", "udp", "--dport", "53"],
             Target::RedirectPort(proxy),
@@ -459,21 +375,11 @@ fn dns_rules(b: &mut Builder, cfg: &Config) {
     } else {
         for s in &servers {
             let m = ["-p", "tcp", "--dport", "53", "-d", s.as_str()];
-            b.add(
-                Table::Nat,
-                Chain::IstioOutputDns,
-                &m,
-                Target::Redirect(proxy),
-            );
+            b.nat(Chain::IstioOutputDns, &m, Target::Redirect(proxy));
         }
         for s in &servers {
             let m = ["-p", "udp", "--dport", "53", "-d", s.as_str()];
-            b.add(
-                Table::Nat,
-                Chain::IstioOutputDns,
-                &m,
-                Target::RedirectPort(proxy),
-            );
+            b.nat(Chain::IstioOutputDns, &m, Target::RedirectPort(proxy));
         }
     }
     let proxy_s = proxy.to_string();
@@ -493,12 +399,7 @@ fn dns_rules(b: &mut Builder, cfg: &Config) {
             flag,
             id.as_str(),
         ];
-        b.add(
-            Table::Raw,
-            Chain::IstioOutputDns,
-            &upstream,
-            Target::CtZone(1),
-        );
+        b.raw(Chain::IstioOutputDns, &upstream, Target::CtZone(1));
         let answers = [
             "-p",
             "udp",
@@ -509,46 +410,29 @@ fn dns_rules(b: &mut Builder, cfg: &Config) {
             flag,
             id.as_str(),
         ];
-        b.add(
-            Table::Raw,
-            Chain::IstioOutputDns,
-            &answers,
-            Target::CtZone(2),
-        );
+        b.raw(Chain::IstioOutputDns, &answers, Target::CtZone(2));
     }
     if all {
-        b.add(
-            Table::Raw,
-            Chain::Prerouting,
-            &[],
-            Target::Jump(Chain::IstioInbound),
-        );
-        b.add(
-            Table::Raw,
+        b.raw(Chain::Prerouting, &[], Target::Jump(Chain::IstioInbound));
+        b.raw(
             Chain::IstioOutputDns,
             &["-p", "udp", "--dport", "53"],
             Target::CtZone(2),
         );
-        b.add(
-            Table::Raw,
+        b.raw(
             Chain::IstioInbound,
             &["-p", "udp", "--sport", "53"],
             Target::CtZone(1),
         );
     } else {
         if !servers.is_empty() {
-            b.add(
-                Table::Raw,
-                Chain::Prerouting,
-                &[],
-                Target::Jump(Chain::IstioInbound),
-            );
+            b.raw(Chain::Prerouting, &[], Target::Jump(Chain::IstioInbound));
         }
         for s in &servers {
             let m = ["-p", "udp", "--dport", "53", "-d", s.as_str()];
-            b.add(Table::Raw, Chain::IstioOutputDns, &m, Target::CtZone(2));
+            b.raw(Chain::IstioOutputDns, &m, Target::CtZone(2));
             let m = ["-p", "udp", "--sport", "53", "-s", s.as_str()];
-            b.add(Table::Raw, Chain::IstioInbound, &m, Target::CtZone(1));
+            b.raw(Chain::IstioInbound, &m, Target::CtZone(1));
         }
     }
 }
@@ -558,7 +442,7 @@ fn dns_rules(b: &mut Builder, cfg: &Config) {
 fn tproxy_marks(b: &mut Builder, cfg: &Config, lo_cidr: &str) {
     let mark = cfg.tproxy_mark.to_string();
     let m = ["-p", "tcp", "-m", "mark", "--mark", mark.as_str()];
-    b.add(Table::Mangle, Chain::Prerouting, &m, Target::ConnmarkSave);
+    b.mangle(Chain::Prerouting, &m, Target::ConnmarkSave);
     let m = [
         "-p",
         "tcp",
@@ -569,7 +453,7 @@ fn tproxy_marks(b: &mut Builder, cfg: &Config, lo_cidr: &str) {
         "--mark",
         mark.as_str(),
     ];
-    b.add(Table::Mangle, Chain::Output, &m, Target::Return);
+    b.mangle(Chain::Output, &m, Target::Return);
     let owners = cfg
         .proxy_uids
         .iter()
@@ -589,15 +473,10 @@ fn tproxy_marks(b: &mut Builder, cfg: &Config, lo_cidr: &str) {
             flag,
             id.as_str(),
         ];
-        b.add(
-            Table::Mangle,
-            Chain::Output,
-            &m,
-            Target::Mark(OUTBOUND_MARK),
-        );
+        b.mangle(Chain::Output, &m, Target::Mark(OUTBOUND_MARK));
     }
     let m = ["-p", "tcp", "-m", "connmark", "--mark", mark.as_str()];
-    b.add(Table::Mangle, Chain::Output, &m, Target::ConnmarkRestore);
+    b.mangle(Chain::Output, &m, Target::ConnmarkRestore);
     let m = ["-p", "tcp", "-m", "mark", "--mark", mark.as_str()];
     b.insert(Table::Mangle, Chain::IstioInbound, 1, &m, Target::Return);
     let src = inbound_passthrough_source(b.family);
@@ -648,6 +527,18 @@ impl Builder {
 
     fn add(&mut self, table: Table, chain: Chain, matches: &[&str], target: Target) {
         self.push(table, chain, Position::Append, matches, target);
+    }
+
+    fn nat(&mut self, chain: Chain, matches: &[&str], target: Target) {
+        self.add(Table::Nat, chain, matches, target);
+    }
+
+    fn mangle(&mut self, chain: Chain, matches: &[&str], target: Target) {
+        self.add(Table::Mangle, chain, matches, target);
+    }
+
+    fn raw(&mut self, chain: Chain, matches: &[&str], target: Target) {
+        self.add(Table::Raw, chain, matches, target);
     }
 
     fn insert(&mut self, table: Table, chain: Chain, at: u32, matches: &[&str], target: Target) {
