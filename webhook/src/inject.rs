@@ -39,6 +39,8 @@ pub const INIT_CONTAINER: &str = "istio-init";
 pub const PROXY_PROMETHEUS_PORT: u16 = 15090;
 pub const PROXY_HEALTH_PORT: u16 = 15021;
 const PROMETHEUS_ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
+/// Where the proxy serves the app's and its own metrics merged (on the status port).
+const MERGED_METRICS_PATH: &str = "/stats/prometheus";
 const VOLUMES: [&str; 8] = [
     "workload-socket",
     "credential-socket",
@@ -218,6 +220,10 @@ impl Injector {
                 env.push(json!({ "name": PROMETHEUS_ENV, "value": p }));
             }
         }
+        // A user-supplied sidecar is the user's: it is not listed in the status, so re-injection merges it
+        // again instead of dropping it.
+        let proxy_overridden = proxy_override.is_some();
+        let init_overridden = init_override.is_some();
         if let Some(o) = proxy_override {
             merge_override(&mut proxy, o);
         }
@@ -242,17 +248,23 @@ impl Injector {
         if settings.native {
             let mut ours = Vec::new();
             if let Some(i) = init {
-                init_names.push(INIT_CONTAINER.to_string());
+                if !init_overridden {
+                    init_names.push(INIT_CONTAINER.to_string());
+                }
                 ours.push(i);
             }
-            init_names.push(PROXY_CONTAINER.to_string());
+            if !proxy_overridden {
+                init_names.push(PROXY_CONTAINER.to_string());
+            }
             ours.push(proxy);
             ours.append(&mut user_inits);
             put_list(spec, "initContainers", ours);
             put_list(spec, "containers", apps);
         } else {
             if let Some(i) = init {
-                init_names.push(INIT_CONTAINER.to_string());
+                if !init_overridden {
+                    init_names.push(INIT_CONTAINER.to_string());
+                }
                 user_inits.push(i);
             }
             if settings.hold {
@@ -260,7 +272,7 @@ impl Injector {
             } else {
                 apps.push(proxy);
             }
-            status.containers = Some(vec![PROXY_CONTAINER.to_string()]);
+            status.containers = (!proxy_overridden).then(|| vec![PROXY_CONTAINER.to_string()]);
             put_list(spec, "initContainers", user_inits);
             put_list(spec, "containers", apps);
         }
@@ -760,7 +772,7 @@ impl Injector {
             (!original.is_empty() && !ours).then(|| Value::Object(original).to_string())
         });
         anns.insert(ann::PROMETHEUS_PORT.into(), json!(target));
-        anns.insert(ann::PROMETHEUS_PATH.into(), json!("/stats/prometheus"));
+        anns.insert(ann::PROMETHEUS_PATH.into(), json!(MERGED_METRICS_PATH));
         anns.insert(ann::PROMETHEUS_SCRAPE.into(), json!("true"));
         recorded
     }
@@ -806,8 +818,9 @@ fn strip(pod: &mut Value) -> Result<Previous, Error> {
         ),
     ] {
         if let Some(items) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            // Listed or user-owned, the previous proxy holds the originals of rewritten probes.
             for item in items.iter().filter(|i| name_of(i) == PROXY_CONTAINER) {
-                if names.iter().any(|n| n == PROXY_CONTAINER) {
+                {
                     previous
                         .probers
                         .extend(probes::probers_from_container(item));
@@ -823,20 +836,26 @@ fn strip(pod: &mut Value) -> Result<Previous, Error> {
         .and_then(Value::as_object_mut)
     {
         anns.shift_remove(ann::STATUS);
-        for k in [
-            ann::PROMETHEUS_SCRAPE,
-            ann::PROMETHEUS_PATH,
-            ann::PROMETHEUS_PORT,
-        ] {
-            anns.shift_remove(k);
-        }
-        // Put back the app's own scrape settings, if the previous proxy recorded any.
-        if let Some(Value::Object(orig)) = previous
-            .prometheus
-            .as_deref()
-            .and_then(|p| serde_json::from_str::<Value>(p).ok())
-        {
-            anns.extend(orig);
+        // Only scrape annotations that look like our merge are undone; the app's own are left alone.
+        let merged = anns.get(ann::PROMETHEUS_PATH).and_then(Value::as_str)
+            == Some(MERGED_METRICS_PATH)
+            && anns.get(ann::PROMETHEUS_SCRAPE).and_then(Value::as_str) == Some("true");
+        if merged {
+            for k in [
+                ann::PROMETHEUS_SCRAPE,
+                ann::PROMETHEUS_PATH,
+                ann::PROMETHEUS_PORT,
+            ] {
+                anns.shift_remove(k);
+            }
+            // Put back the app's own scrape settings, if the previous proxy recorded any.
+            if let Some(Value::Object(orig)) = previous
+                .prometheus
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<Value>(p).ok())
+            {
+                anns.extend(orig);
+            }
         }
     }
     Ok(previous)
@@ -863,7 +882,9 @@ fn merge_override(ours: &mut Value, theirs: Value) {
         if k == "env"
             && let (Some(Value::Array(mine)), Value::Array(extra)) = (ours.get_mut("env"), &v)
         {
-            for e in extra {
+            // The injector recomputes these from the pod; a stale copy must not win.
+            let owned = [probes::APP_PROBERS_ENV, PROMETHEUS_ENV];
+            for e in extra.iter().filter(|e| !owned.contains(&name_of(e))) {
                 mine.retain(|m| name_of(m) != name_of(e));
                 mine.push(e.clone());
             }
