@@ -57,10 +57,11 @@ pub fn install(cfg: &Config, choice: BackendChoice) -> Result<Vec<FamilyReport>,
         // IPv6 is off now: take out IPv6 rules an earlier run may have installed.
         plans.push(Plan::new(Family::V6, bins, &RuleSet::default())?);
     }
-    let reports = execute(&plans)?;
     if cfg.enable_ipv6 {
+        // Before the rules: they let the proxy's connections from ::6 through, so it must exist.
         add_ipv6_passthrough_address()?;
     }
+    let reports = execute(&plans)?;
     if cfg.mode == InterceptMode::Tproxy {
         tproxy_routes(cfg, true)?;
     } else if let Err(e) = tproxy_routes(cfg, false) {

@@ -236,7 +236,11 @@ pub struct Flags {
     #[arg(short = 'n', long = "dry-run", env = "DRY_RUN")]
     pub dry_run: bool,
     /// Remove everything halyard-init (or istio-iptables) installed, then exit.
-    #[arg(long = "cleanup", visible_alias = "cleanup-only")]
+    #[arg(
+        long = "cleanup",
+        visible_alias = "cleanup-only",
+        conflicts_with = "dry_run"
+    )]
     pub cleanup: bool,
     /// Log level in istio's `scope:level` form, accepted for compatibility with the injector's arguments.
     #[arg(
@@ -780,6 +784,15 @@ mod tests {
                 "{args:?}: error {err:?} does not name {flag}"
             );
         }
+    }
+
+    #[test]
+    fn cleanup_and_dry_run_exclude_each_other() {
+        let err = parse(&["--cleanup", "--dry-run"]).unwrap_err();
+        assert!(
+            err.contains("--cleanup") && err.contains("--dry-run"),
+            "{err}"
+        );
     }
 
     #[test]
