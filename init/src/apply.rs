@@ -157,6 +157,10 @@ impl Plan {
     }
 }
 
+/// Legacy iptables serialises writers with a file lock: wait for it, but not forever (istio-iptables
+/// waits 30 s too). nft needs no lock.
+const LEGACY_LOCK_WAIT: &str = "--wait=30";
+
 /// Whether every desired rule exists (`iptables -C`, which compares as the kernel does).
 fn all_present(bins: &Binaries, desired: &RuleSet) -> bool {
     desired.rules.iter().all(|rule| {
@@ -164,7 +168,7 @@ fn all_present(bins: &Binaries, desired: &RuleSet) -> bool {
         let mut args = vec!["-t", rule.table.name(), "-C", rule.chain.name()];
         args.extend(spec.iter().map(String::as_str));
         if bins.backend == Backend::Legacy {
-            args.push("--wait");
+            args.push(LEGACY_LOCK_WAIT);
         }
         run(&bins.iptables, &args, None).is_ok()
     })
@@ -173,7 +177,7 @@ fn all_present(bins: &Binaries, desired: &RuleSet) -> bool {
 fn restore_args(bins: &Binaries, extra: &[&'static str]) -> Vec<&'static str> {
     let mut args = extra.to_vec();
     if bins.backend == Backend::Legacy {
-        args.push("--wait");
+        args.push(LEGACY_LOCK_WAIT);
     }
     args
 }
