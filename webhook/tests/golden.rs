@@ -5,6 +5,8 @@
 //! `REFRESH_GOLDEN=true` rewrites the expected files. Every golden is also checked for idempotency, and every
 //! Pod through the admission path (patch applied to the input gives the same pod).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::path::{Path, PathBuf};
 
 use halyard_webhook::annotations::Labels;
