@@ -1,0 +1,326 @@
+//! `halyard-proxy` command line: static mode (a config file of `ProxyResources`) or discovery
+//! mode (the control plane pushes config). Reachable from the library so other binaries (the
+//! `halyard demo`) can run a proxy in-process with the same flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use halyard_config::ProxyResources;
+
+use crate::access_log::{AccessLog, Encoding};
+use crate::admin::{self, Role};
+use crate::error::ProxyError;
+use crate::proxy::{LogReloader, Proxy, ProxyOptions};
+use crate::snapshot::NodeInfo;
+
+/// Flags of `halyard-proxy`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "halyard-proxy",
+    version,
+    about = "halyard's data plane: sidecar and gateway proxy"
+)]
+pub struct Args {
+    /// Static mode: run from this file of `ProxyResources` (YAML or JSON); SIGHUP re-reads it.
+    #[arg(
+        long,
+        env = "HALYARD_PROXY_CONFIG",
+        conflicts_with = "discovery_address"
+    )]
+    pub config: Option<PathBuf>,
+    /// Discovery mode: control-plane address(es), e.g. `http://127.0.0.1:15010`.
+    #[arg(long, env = "HALYARD_DISCOVERY_ADDRESS", value_delimiter = ',')]
+    pub discovery_address: Vec<String>,
+    /// Worker threads of the data plane (Istio's `concurrency`).
+    #[arg(long, env = "HALYARD_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    /// Proxy id, `<pod>.<namespace>`.
+    #[arg(long, env = "HALYARD_NODE_ID", default_value = "")]
+    pub node_id: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Workload labels, `app=reviews,version=v2`.
+    #[arg(long, env = "HALYARD_LABELS", default_value = "")]
+    pub labels: String,
+    /// Owning workload (Deployment) name, for metrics.
+    #[arg(long, env = "HALYARD_WORKLOAD", default_value = "")]
+    pub workload: String,
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "")]
+    pub service_account: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Workload IP addresses (first is primary).
+    #[arg(long = "ip", env = "INSTANCE_IPS", value_delimiter = ',')]
+    pub ips: Vec<String>,
+    /// `sidecar` or `router` (gateway).
+    #[arg(long, default_value = "sidecar")]
+    pub proxy_type: String,
+    /// `redirect` (iptables capture) or `none` (local mode: explicit listeners).
+    #[arg(long, default_value = "redirect")]
+    pub interception: String,
+    /// Local mode: address the per-service outbound listeners bind to.
+    #[arg(long, default_value = "")]
+    pub local_bind_address: String,
+    /// Local mode: application ports, `port[:protocol[:name]]`, repeatable.
+    #[arg(long = "workload-port")]
+    pub workload_ports: Vec<String>,
+    #[arg(long, env = "HALYARD_ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
+    pub admin_address: SocketAddr,
+    #[arg(long, env = "HALYARD_STATUS_ADDRESS", default_value = "0.0.0.0:15021")]
+    pub status_address: SocketAddr,
+    #[arg(
+        long,
+        env = "HALYARD_PROMETHEUS_ADDRESS",
+        default_value = "0.0.0.0:15090"
+    )]
+    pub prometheus_address: SocketAddr,
+    /// Access log destination (`/dev/stdout` or a file); off when unset.
+    #[arg(long, env = "HALYARD_ACCESS_LOG")]
+    pub access_log: Option<String>,
+    /// `text` or `json`.
+    #[arg(long, default_value = "text")]
+    pub access_log_encoding: String,
+    /// Log filter (`info`, `halyard_proxy=debug`); changeable at runtime via admin `/logging`.
+    #[arg(long, env = "HALYARD_LOG", default_value = "info")]
+    pub log_level: String,
+    #[arg(long)]
+    pub log_json: bool,
+    /// How long SIGTERM drains before exiting (`5s`, `500ms`).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_duration: Duration,
+    /// Protocol sniffing timeout for server-first protocols (`100ms`).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub sniff_timeout: Duration,
+}
+
+/// `150ms`, `5s`, `2m`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 500ms, 5s or 1m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `a=b,c=d` into a map.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("label {kv:?}: expected key=value"))
+        })
+        .collect()
+}
+
+/// Read a static config file (YAML or JSON, by extension; YAML otherwise).
+pub fn load_config(path: &Path) -> Result<ProxyResources, ProxyError> {
+    let err = |why: String| ProxyError::ConfigFile {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+}
+
+impl Args {
+    pub fn node(&self) -> Result<NodeInfo, ProxyError> {
+        let labels = parse_labels(&self.labels).map_err(ProxyError::Args)?;
+        let principal = if self.service_account.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                self.trust_domain, self.namespace, self.service_account
+            )
+        };
+        Ok(NodeInfo {
+            id: self.node_id.clone(),
+            namespace: self.namespace.clone(),
+            labels,
+            workload: self.workload.clone(),
+            principal,
+        })
+    }
+}
+
+/// Install the tracing subscriber (once per process) and return a reloader for `/logging`.
+pub fn init_logging(level: &str, json: bool) -> Option<LogReloader> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, reload};
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let result = if json {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.json())
+            .try_init()
+    } else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init()
+    };
+    // Someone else (an embedding binary) owns the subscriber: no runtime level changes here.
+    result.ok()?;
+    Some(Box::new(move |lvl: &str| {
+        let f = EnvFilter::try_new(lvl).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
+}
+
+/// Build a runtime with `concurrency` workers and run until exit.
+pub fn main_with(args: Args) -> Result<(), ProxyError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.concurrency.max(1))
+        .enable_all()
+        .build()
+        .map_err(ProxyError::Runtime)?;
+    rt.block_on(run(args))
+}
+
+/// Run the proxy inside the current runtime until `/quitquitquit` or SIGTERM/SIGINT (+ drain).
+pub async fn run(args: Args) -> Result<(), ProxyError> {
+    let reloader = init_logging(&args.log_level, args.log_json);
+    let access_log = match &args.access_log {
+        Some(path) => {
+            let enc = if args.access_log_encoding.eq_ignore_ascii_case("json") {
+                Encoding::Json
+            } else {
+                Encoding::Text
+            };
+            Some(
+                AccessLog::open(path, enc).map_err(|source| ProxyError::AccessLog {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let proxy = Proxy::new(ProxyOptions {
+        node: args.node()?,
+        access_log,
+        sniff_timeout: Some(args.sniff_timeout),
+        log_reloader: reloader,
+    });
+
+    // Admin-type ports first, so readiness can be observed while config is pending.
+    let admin_l = bind_admin(args.admin_address, "admin").await?;
+    let status_l = bind_admin(args.status_address, "status").await?;
+    let prom_l = bind_admin(args.prometheus_address, "prometheus").await?;
+    tokio::spawn(admin::serve_listener(proxy.clone(), admin_l, Role::Admin));
+    tokio::spawn(admin::serve_listener(proxy.clone(), status_l, Role::Status));
+    tokio::spawn(admin::serve_listener(
+        proxy.clone(),
+        prom_l,
+        Role::Prometheus,
+    ));
+
+    if let Some(path) = &args.config {
+        let res = load_config(path)?;
+        proxy.apply(&res)?;
+        tracing::info!(path = %path.display(), version = %res.version, "static config applied");
+        spawn_reload_on_hup(proxy.clone(), path.clone());
+    } else if !args.discovery_address.is_empty() {
+        return Err(ProxyError::Discovery(format!(
+            "discovery mode ({:?}) is not wired in this build yet; use --config",
+            args.discovery_address
+        )));
+    } else {
+        return Err(ProxyError::Args(
+            "nothing to run: pass --config FILE (static mode) or --discovery-address URL".into(),
+        ));
+    }
+
+    wait_for_exit(&proxy, args.drain_duration).await;
+    Ok(())
+}
+
+async fn bind_admin(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<tokio::net::TcpListener, ProxyError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Serve { what, addr, source })
+}
+
+fn spawn_reload_on_hup(proxy: Arc<Proxy>, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match load_config(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|r| proxy.apply(&r).map_err(|e| e.to_string()))
+            {
+                Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload rejected; keeping the previous config")
+                }
+            }
+        }
+    });
+}
+
+async fn wait_for_exit(proxy: &Arc<Proxy>, drain: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut quit = proxy.shared().quit.subscribe();
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {
+            tracing::info!(?drain, "SIGTERM: draining");
+            proxy.drain();
+            tokio::time::sleep(drain).await;
+        }
+        _ = tokio::signal::ctrl_c() => {}
+        _ = quit.wait_for(|q| *q) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_labels() {
+        assert_eq!(parse_duration("150ms").unwrap(), Duration::from_millis(150));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5 parsecs").is_err());
+        let l = parse_labels("app=reviews, version=v2").unwrap();
+        assert_eq!(l.get("version").map(String::as_str), Some("v2"));
+        assert!(parse_labels("novalue").is_err());
+        assert!(parse_labels("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,81 @@
+//! A compiled cluster: endpoints (with their shared pools), balancer and metric labels.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::lb::{Balancer, HashKey, LbPolicy};
+use crate::metrics::PeersId;
+use crate::upstream::{Endpoint, UpstreamProtocol};
+
+/// How a cluster finds its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// Endpoints from the config (EDS or static).
+    Endpoints,
+    /// Connect to the connection's original destination (`PassthroughCluster`, inbound capture).
+    OriginalDst,
+    /// Refuse (`BlackHoleCluster`): 502 for HTTP, close for TCP.
+    Blackhole,
+}
+
+/// One cluster of a config version.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub kind: ClusterKind,
+    pub protocol: UpstreamProtocol,
+    /// Speak to the upstream in the downstream's HTTP version (Istio's `USE_DOWNSTREAM_PROTOCOL`).
+    pub use_downstream_protocol: bool,
+    pub endpoints: Vec<Endpoint>,
+    pub balancer: Balancer,
+    /// Metric labels for requests sent to this cluster.
+    pub peers: Arc<PeersId>,
+}
+
+impl Cluster {
+    pub fn new(
+        name: String,
+        kind: ClusterKind,
+        protocol: UpstreamProtocol,
+        use_downstream_protocol: bool,
+        policy: LbPolicy,
+        endpoints: Vec<Endpoint>,
+        peers: Arc<PeersId>,
+    ) -> Self {
+        let keys: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.upstream.addr.to_string())
+            .collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let healthy: Vec<bool> = endpoints.iter().map(|e| e.healthy).collect();
+        Cluster {
+            name,
+            kind,
+            protocol,
+            use_downstream_protocol,
+            balancer: Balancer::new(policy, &keys, &weights, &healthy),
+            endpoints,
+            peers,
+        }
+    }
+
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        match self.balancer.policy() {
+            LbPolicy::ConsistentHash(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Pick an endpoint; `None` means no healthy upstream.
+    pub fn pick(&self, hash: Option<u64>) -> Option<&Endpoint> {
+        let mut rng = rand::rng();
+        let mut r = || rand::Rng::random::<u64>(&mut rng);
+        self.balancer
+            .pick(&self.endpoints, hash, &mut r)
+            .and_then(|i| self.endpoints.get(i))
+    }
+
+    pub fn endpoint_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.endpoints.iter().map(|e| e.upstream.addr)
+    }
+}

@@ -1,0 +1,799 @@
+//! The HTTP request path: route, pick a cluster and endpoint, forward, stream the response back,
+//! record metrics and the access log when the response body ends.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+
+use crate::access_log::LogEntry;
+use crate::body::Body;
+use crate::cluster::{Cluster, ClusterKind};
+use crate::lb::{HashKey, hash64};
+use crate::metrics::{PeersId, Reporter, RequestProtocol, RequestRecord, ResponseFlags};
+use crate::proxy::Shared;
+use crate::route::{Action, RequestView};
+use crate::snapshot::Snapshot;
+use crate::upstream::{ActiveGuard, UpstreamProtocol};
+
+/// What the request path knows about the downstream connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub shared: Arc<Shared>,
+    /// Key of the route table in the snapshot (named or inline routes).
+    pub route_key: String,
+    pub reporter: Reporter,
+    pub downstream: SocketAddr,
+    /// Original destination (capture) or the listener's own address.
+    pub destination: SocketAddr,
+    pub listener_addr: SocketAddr,
+    pub mtls: bool,
+}
+
+/// The hyper service for one downstream connection.
+#[derive(Debug, Clone)]
+pub struct ProxyService(pub Arc<ConnInfo>);
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFut;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let conn = self.0.clone();
+        Box::pin(async move { Ok(handle(conn, req).await) })
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Envoy's body for a connect failure / reset before headers.
+pub fn upstream_error_body(reason: &str) -> String {
+    format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
+}
+
+/// A new `x-request-id`: a random UUID v4.
+pub fn new_request_id() -> HeaderValue {
+    let r: u128 = rand::random();
+    let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{r:032x}");
+    let s = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and, when
+/// `keep_upgrade`, the upgrade handshake.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = h.get(header::CONNECTION).cloned()
+        && let Ok(list) = conn.to_str()
+    {
+        for name in list.split(',') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("upgrade") && keep_upgrade {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
+                && n != header::TE
+            {
+                h.remove(n);
+            }
+        }
+    }
+    if !keep_upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TRANSFER_ENCODING);
+    if let Some(te) = h.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        h.remove(header::TE);
+    }
+}
+
+fn header_bytes(h: &HeaderMap) -> u64 {
+    h.iter()
+        .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
+        .sum()
+}
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn grpc_status_of(h: &HeaderMap) -> Option<u16> {
+    h.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
+}
+
+/// Metrics and access-log state of one request, recorded when the response body is dropped.
+struct Completion {
+    shared: Arc<Shared>,
+    peers: Arc<PeersId>,
+    reporter: Reporter,
+    start: Instant,
+    code: u16,
+    flags: ResponseFlags,
+    protocol: RequestProtocol,
+    grpc_status: Option<u16>,
+    mtls: bool,
+    request_bytes: u64,
+    request_body: Option<Arc<AtomicU64>>,
+    response_bytes: u64,
+    /// Not counted in metrics (kubelet probes).
+    skip_metrics: bool,
+    log: Option<Box<LogEntry>>,
+    _active: Option<ActiveGuard>,
+}
+
+impl Completion {
+    fn finish(&mut self) {
+        let request_bytes = self.request_bytes
+            + self
+                .request_body
+                .as_ref()
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+        let duration = self.start.elapsed();
+        if !self.skip_metrics {
+            self.shared.metrics.record_request(&RequestRecord {
+                reporter: self.reporter,
+                peers: &self.peers,
+                code: self.code,
+                grpc_status: self.grpc_status,
+                flags: self.flags,
+                protocol: self.protocol,
+                mtls: self.mtls,
+                duration_ms: duration.as_secs_f64() * 1000.0,
+                request_bytes,
+                response_bytes: self.response_bytes,
+            });
+        }
+        if let (Some(mut log), Some(sink)) = (self.log.take(), self.shared.access_log.as_ref()) {
+            log.code = self.code;
+            log.flags = self.flags;
+            log.bytes_received = request_bytes;
+            log.bytes_sent = self.response_bytes;
+            log.duration_ms = duration.as_millis() as u64;
+            sink.write(*log);
+        }
+    }
+}
+
+/// The response body handed to hyper: streams the upstream body (or a local one) and records
+/// the request when it is dropped (fully sent, or the downstream went away).
+pub struct ResponseBody {
+    body: Body,
+    done: Option<Box<Completion>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    pub fn plain(body: Body) -> Self {
+        ResponseBody { body, done: None }
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let me = self.get_mut();
+        let res = Pin::new(&mut me.body).poll_frame(cx);
+        if let (Some(done), Poll::Ready(r)) = (me.done.as_mut(), &res) {
+            match r {
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        done.response_bytes += d.len() as u64;
+                    } else if let Some(t) = f.trailers_ref() {
+                        done.response_bytes += header_bytes(t);
+                        if let Some(g) = grpc_status_of(t) {
+                            done.grpc_status = Some(g);
+                        }
+                    }
+                }
+                Some(Err(_)) => done.flags = done.flags.union(ResponseFlags::UC),
+                None => {}
+            }
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.done.take() {
+            d.finish();
+        }
+    }
+}
+
+/// Per-request state while routing.
+struct Exchange {
+    start: Instant,
+    method: Method,
+    protocol: RequestProtocol,
+    request_bytes: u64,
+    request_body: Option<Arc<AtomicU64>>,
+    skip_metrics: bool,
+    log: Option<Box<LogEntry>>,
+}
+
+impl Exchange {
+    fn complete(
+        self,
+        conn: &ConnInfo,
+        peers: Arc<PeersId>,
+        mut resp: Response<Body>,
+        flags: ResponseFlags,
+        active: Option<ActiveGuard>,
+    ) -> Response<ResponseBody> {
+        let code = resp.status().as_u16();
+        let grpc_status = grpc_status_of(resp.headers());
+        let response_bytes = header_bytes(resp.headers());
+        if self.method == Method::HEAD {
+            *resp.body_mut() = Body::Empty;
+        }
+        let done = Completion {
+            shared: conn.shared.clone(),
+            peers,
+            reporter: conn.reporter,
+            start: self.start,
+            code,
+            flags,
+            protocol: self.protocol,
+            grpc_status,
+            mtls: conn.mtls,
+            request_bytes: self.request_bytes,
+            request_body: self.request_body,
+            response_bytes,
+            skip_metrics: self.skip_metrics,
+            log: self.log,
+            _active: active,
+        };
+        resp.map(|body| ResponseBody {
+            body,
+            done: Some(Box::new(done)),
+        })
+    }
+
+    fn local(
+        self,
+        conn: &ConnInfo,
+        peers: Arc<PeersId>,
+        status: StatusCode,
+        body: impl Into<Bytes>,
+        flags: ResponseFlags,
+    ) -> Response<ResponseBody> {
+        let body = body.into();
+        let mut resp = Response::new(Body::full(body.clone()));
+        *resp.status_mut() = status;
+        if !body.is_empty() {
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.complete(conn, peers, resp, flags, None)
+    }
+}
+
+/// The authority of a request: `:authority` (HTTP/2, absolute-form) or `Host`.
+fn authority_of(req: &Request<Incoming>) -> &str {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Compute the consistent-hash key of a request; may return a cookie to set on the response.
+fn hash_for(
+    key: &HashKey,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    downstream: SocketAddr,
+) -> (Option<u64>, Option<HeaderValue>) {
+    match key {
+        HashKey::Header(name) => (
+            headers.get(name.as_str()).map(|v| hash64(v.as_bytes())),
+            None,
+        ),
+        HashKey::SourceIp => (Some(hash64(downstream.ip().to_string().as_bytes())), None),
+        HashKey::QueryParameter(name) => (
+            crate::route::query_param(query, name).map(|v| hash64(v.as_bytes())),
+            None,
+        ),
+        HashKey::Cookie {
+            name,
+            path,
+            ttl_secs,
+        } => {
+            let found = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then(|| v.to_string())
+                });
+            match found {
+                Some(v) => (Some(hash64(v.as_bytes())), None),
+                None if *ttl_secs > 0 => {
+                    // Envoy issues the cookie when a TTL is configured; the value is random so
+                    // new clients spread over endpoints, then stick.
+                    let v = format!("{:016x}", rand::random::<u64>());
+                    let mut c = format!("{name}=\"{v}\"; Max-Age={ttl_secs}");
+                    if !path.is_empty() {
+                        let _ = write!(c, "; Path={path}");
+                    }
+                    c.push_str("; HttpOnly");
+                    (
+                        Some(hash64(format!("\"{v}\"").as_bytes())),
+                        HeaderValue::from_str(&c).ok(),
+                    )
+                }
+                None => (None, None),
+            }
+        }
+    }
+}
+
+async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let shared = &conn.shared;
+    let snap: Arc<Snapshot> = shared.state.load_full();
+    let unknown = shared.metrics.unknown_peers().clone();
+
+    if !req.headers().contains_key(&X_REQUEST_ID) {
+        req.headers_mut()
+            .insert(X_REQUEST_ID.clone(), new_request_id());
+    }
+    let protocol = if is_grpc(req.headers()) {
+        RequestProtocol::Grpc
+    } else {
+        RequestProtocol::Http
+    };
+    let skip_metrics = req
+        .headers()
+        .get(header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"kube-probe"));
+    let request_body = if req.body().is_end_stream() {
+        None
+    } else {
+        Some(Arc::new(AtomicU64::new(0)))
+    };
+    let log = shared.access_log.as_ref().map(|_| {
+        Box::new(LogEntry::from_request(
+            &req,
+            conn.downstream,
+            conn.destination,
+        ))
+    });
+    let ex = Exchange {
+        start,
+        method: req.method().clone(),
+        protocol,
+        request_bytes: header_bytes(req.headers()),
+        request_body,
+        skip_metrics,
+        log,
+    };
+
+    let authority = authority_of(&req).to_string();
+    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+
+    let Some(table) = snap.routes.get(&conn.route_key) else {
+        return ex.local(&conn, unknown, StatusCode::NOT_FOUND, "", ResponseFlags::NR);
+    };
+    let view = RequestView {
+        method: req.method(),
+        scheme: &scheme,
+        authority: &authority,
+        path: &path,
+        query: query.as_deref(),
+        headers: req.headers(),
+        port: conn.destination.port(),
+    };
+    let Some((_vh, route, matched)) = table.route(&view) else {
+        return ex.local(&conn, unknown, StatusCode::NOT_FOUND, "", ResponseFlags::NR);
+    };
+    let mut ex = ex;
+    if let Some(log) = ex.log.as_mut() {
+        log.route_name = route.name.clone();
+    }
+
+    // CORS preflight answered here when the origin is allowed.
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let (Some(cors), Some(origin)) = (&route.cors, &origin)
+        && cors.is_preflight(req.method(), req.headers())
+        && cors.origin_allowed(origin.to_str().unwrap_or(""))
+    {
+        let mut resp = Response::new(Body::Empty);
+        cors.preflight_headers(origin, resp.headers_mut());
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        return ex.complete(&conn, unknown, resp, ResponseFlags::NONE, None);
+    }
+
+    let fwd = match &route.action {
+        Action::Direct { status, body } => {
+            let mut resp = Response::new(Body::full(body.clone()));
+            *resp.status_mut() = *status;
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            route.response_headers.apply(resp.headers_mut());
+            return ex.complete(&conn, unknown, resp, ResponseFlags::NONE, None);
+        }
+        Action::Redirect(r) => {
+            let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+            let loc = r.location(&scheme, &authority, pq);
+            let mut resp = Response::new(Body::Empty);
+            *resp.status_mut() = r.code;
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            route.response_headers.apply(resp.headers_mut());
+            return ex.complete(&conn, unknown, resp, ResponseFlags::NONE, None);
+        }
+        Action::Forward(f) => f,
+    };
+
+    let Some(dest) = fwd.clusters.pick_dest(rand::random()) else {
+        return ex.local(
+            &conn,
+            unknown,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+            ResponseFlags::UH,
+        );
+    };
+    let Some(cluster) = snap.clusters.get(dest.cluster) else {
+        return ex.local(
+            &conn,
+            unknown,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+            ResponseFlags::UH,
+        );
+    };
+    let cluster: &Arc<Cluster> = cluster;
+    if let Some(log) = ex.log.as_mut() {
+        log.upstream_cluster = cluster.name.clone();
+    }
+
+    // Endpoint selection.
+    let mut set_cookie = None;
+    let (upstream, peers) = match cluster.kind {
+        ClusterKind::Blackhole => {
+            return ex.local(
+                &conn,
+                cluster.peers.clone(),
+                StatusCode::BAD_GATEWAY,
+                "",
+                ResponseFlags::NONE,
+            );
+        }
+        ClusterKind::OriginalDst => {
+            if conn.destination == conn.listener_addr {
+                // No original destination: forwarding would loop back into this listener.
+                return ex.local(
+                    &conn,
+                    cluster.peers.clone(),
+                    StatusCode::BAD_GATEWAY,
+                    "",
+                    ResponseFlags::NONE,
+                );
+            }
+            let protocol = upstream_protocol(cluster, req.version());
+            (
+                shared.registry.get(conn.destination, protocol),
+                cluster.peers.clone(),
+            )
+        }
+        ClusterKind::Endpoints => {
+            let hash = cluster.hash_key().and_then(|k| {
+                let (h, cookie) = hash_for(k, req.headers(), query.as_deref(), conn.downstream);
+                set_cookie = cookie;
+                h
+            });
+            let Some(ep) = cluster.pick(hash) else {
+                return ex.local(
+                    &conn,
+                    cluster.peers.clone(),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy upstream",
+                    ResponseFlags::UH,
+                );
+            };
+            let up = if cluster.use_downstream_protocol && req.version() == Version::HTTP_2 {
+                shared
+                    .registry
+                    .get(ep.upstream.addr, UpstreamProtocol::Http2)
+            } else {
+                ep.upstream.clone()
+            };
+            (
+                up,
+                ep.peers.clone().unwrap_or_else(|| cluster.peers.clone()),
+            )
+        }
+    };
+    if let Some(log) = ex.log.as_mut() {
+        log.upstream_host = Some(upstream.addr);
+    }
+
+    // Build the upstream request.
+    let is_upgrade = req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && upstream.protocol == UpstreamProtocol::Http1;
+    let downstream_upgrade = if is_upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    let new_path = fwd.rewrite.path(&path, matched);
+    let new_authority = fwd.rewrite.authority.clone();
+    if new_path.is_some() || new_authority.is_some() {
+        parts.headers.insert(
+            HeaderName::from_static("x-envoy-original-path"),
+            HeaderValue::from_str(&path).unwrap_or(HeaderValue::from_static("/")),
+        );
+    }
+    route.request_headers.apply(&mut parts.headers);
+    dest.request_headers.apply(&mut parts.headers);
+    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+        parts
+            .headers
+            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    let authority = new_authority.unwrap_or(authority);
+    let pq: PathAndQuery = match (&new_path, &query) {
+        (None, _) => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        (Some(p), None) => {
+            PathAndQuery::try_from(p.as_str()).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+        }
+        (Some(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}"))
+            .unwrap_or_else(|_| PathAndQuery::from_static("/")),
+    };
+    match upstream.protocol {
+        UpstreamProtocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(pq);
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            parts.version = Version::HTTP_2;
+            let mut up = http::uri::Parts::default();
+            up.scheme = Some(Scheme::HTTP);
+            up.authority = Authority::try_from(authority.as_str()).ok();
+            up.path_and_query = Some(pq);
+            if let Ok(u) = Uri::from_parts(up) {
+                parts.uri = u;
+            }
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let up_body = match (&ex.request_body, body.is_end_stream()) {
+        (_, true) => Body::Empty,
+        (Some(c), false) => Body::counted(body, c.clone()),
+        (None, false) => Body::incoming(body),
+    };
+    let up_req = Request::from_parts(parts, up_body);
+
+    let active = upstream.begin();
+    let upstream_start = Instant::now();
+    let sent = upstream.send(up_req, is_upgrade);
+    let result = match fwd.timeout {
+        Some(t) => match tokio::time::timeout(t, sent).await {
+            Ok(r) => r,
+            Err(_) => {
+                return ex.local(
+                    &conn,
+                    peers,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout",
+                    ResponseFlags::UT,
+                );
+            }
+        },
+        None => sent.await,
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, cluster = %cluster.name, "upstream request failed");
+            let flags = if e.is_connect_failure() {
+                ResponseFlags::UF
+            } else {
+                ResponseFlags::UC
+            };
+            return ex.local(
+                &conn,
+                peers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                upstream_error_body(e.reset_reason()),
+                flags,
+            );
+        }
+    };
+    upstream.stats.rq_success.fetch_add(1, Ordering::Relaxed);
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(down) = downstream_upgrade
+    {
+        let up = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(down, up) {
+                Ok((d, u)) => {
+                    let mut d = TokioIo::new(d);
+                    let mut u = TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+    }
+
+    let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(resp.headers_mut(), keep_upgrade);
+    route.response_headers.apply(resp.headers_mut());
+    dest.response_headers.apply(resp.headers_mut());
+    if let (Some(cors), Some(origin)) = (&route.cors, &origin)
+        && cors.origin_allowed(origin.to_str().unwrap_or(""))
+    {
+        cors.response_headers(origin, resp.headers_mut());
+    }
+    if let Some(c) = set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    let ms = upstream_start.elapsed().as_millis() as u64;
+    resp.headers_mut()
+        .insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
+    let resp = resp.map(Body::incoming);
+    ex.complete(&conn, peers, resp, ResponseFlags::NONE, Some(active))
+}
+
+fn upstream_protocol(cluster: &Cluster, downstream: Version) -> UpstreamProtocol {
+    if cluster.use_downstream_protocol {
+        if downstream == Version::HTTP_2 {
+            UpstreamProtocol::Http2
+        } else {
+            UpstreamProtocol::Http1
+        }
+    } else {
+        cluster.protocol
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+    }
+
+    #[test]
+    fn hop_by_hop_removed_but_trailers_te_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-custom"),
+        );
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("x-custom"));
+        assert!(!h.contains_key(header::CONNECTION));
+        assert!(!h.contains_key(header::TRANSFER_ENCODING));
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert!(h.contains_key("x-keep"));
+        let mut up = HeaderMap::new();
+        up.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        up.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut up, true);
+        assert_eq!(up.get(header::UPGRADE).unwrap(), "websocket");
+    }
+
+    #[test]
+    fn cookie_hash_issues_cookie_with_ttl_and_reuses_it() {
+        let key = HashKey::Cookie {
+            name: "user".into(),
+            path: "/".into(),
+            ttl_secs: 60,
+        };
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (h1, set) = hash_for(&key, &HeaderMap::new(), None, addr);
+        let set = set.unwrap();
+        let s = set.to_str().unwrap();
+        assert!(
+            s.starts_with("user=\"") && s.contains("Max-Age=60") && s.contains("Path=/"),
+            "{s}"
+        );
+        let value = s.split(';').next().unwrap().to_string();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("a=b; {value}")).unwrap(),
+        );
+        let (h2, again) = hash_for(&key, &h, None, addr);
+        assert_eq!(h1, h2);
+        assert!(again.is_none());
+    }
+}

@@ -1,0 +1,85 @@
+//! Opaque TCP (and TLS passthrough): pick a cluster and endpoint, connect, copy both ways with
+//! half-close, count bytes and connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::cluster::ClusterKind;
+use crate::lb::{HashKey, hash64};
+use crate::metrics::{Reporter, ResponseFlags};
+use crate::proxy::Shared;
+use crate::route::WeightedClusters;
+use crate::snapshot::Snapshot;
+use crate::upstream::DEFAULT_CONNECT_TIMEOUT;
+
+/// Proxy one downstream connection to the chosen upstream until both directions close.
+#[allow(clippy::too_many_arguments)]
+pub async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    mut down: S,
+    clusters: &WeightedClusters,
+    destination: SocketAddr,
+    listener: SocketAddr,
+    peer: SocketAddr,
+    reporter: Reporter,
+) {
+    let Some(cluster) = clusters
+        .pick(rand::random())
+        .and_then(|i| snap.clusters.get(i))
+    else {
+        return;
+    };
+    let metrics = &shared.metrics;
+    let mut peers = cluster.peers.clone();
+    let target = match cluster.kind {
+        ClusterKind::Blackhole => None,
+        // Without an original destination this would connect back to ourselves.
+        ClusterKind::OriginalDst => (destination != listener).then_some(destination),
+        ClusterKind::Endpoints => {
+            let hash = match cluster.hash_key() {
+                Some(HashKey::SourceIp) => Some(hash64(peer.ip().to_string().as_bytes())),
+                _ => None,
+            };
+            cluster.pick(hash).map(|e| {
+                if let Some(p) = &e.peers {
+                    peers = p.clone();
+                }
+                e.upstream.addr
+            })
+        }
+    };
+    let Some(addr) = target else {
+        let flags = if cluster.kind == ClusterKind::Endpoints {
+            ResponseFlags::UH
+        } else {
+            ResponseFlags::NONE
+        };
+        let h = metrics.tcp(reporter, &peers, flags, false);
+        h.opened();
+        h.closed();
+        return;
+    };
+    let up = match tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            let h = metrics.tcp(reporter, &peers, ResponseFlags::UF, false);
+            h.opened();
+            h.closed();
+            return;
+        }
+    };
+    let _ = up.set_nodelay(true);
+    let h = metrics.tcp(reporter, &peers, ResponseFlags::NONE, false);
+    h.opened();
+    let mut up = up;
+    // copy_bidirectional shuts down each write side when its read side reaches EOF (half-close).
+    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        Ok((from_down, from_up)) => h.bytes(from_up, from_down),
+        Err(e) => tracing::debug!(error = %e, %addr, "tcp proxy ended with error"),
+    }
+    h.closed();
+}
