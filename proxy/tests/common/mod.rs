@@ -296,6 +296,13 @@ async fn backend_handle(
         .get("x-status")
         .and_then(|s| s.to_str().ok()?.parse::<u16>().ok())
         .unwrap_or(200);
+    if let Some(ms) = req
+        .headers()
+        .get("x-delay-ms")
+        .and_then(|s| s.to_str().ok()?.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let json = echo_json(&name, &req);
     // Read the request body fully (size reported back).
     let body = req
@@ -508,4 +515,28 @@ pub fn requests_total(text: &str, needles: &[&str]) -> u64 {
         .filter(|l| l.starts_with("istio_requests_total{") && needles.iter().all(|n| l.contains(n)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Send one request over a fresh HTTP/2 prior-knowledge connection to `addr`, keeping the
+/// request's own `:authority` (the pooled client would use the connect address).
+pub async fn h2_send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("response within 10s")
+        .expect("request succeeds");
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.expect("body");
+    let trailers = collected.trailers().cloned();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    }
 }
