@@ -96,6 +96,7 @@ impl HttpBody for Body {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -309,6 +309,7 @@ async fn wait_for_exit(proxy: &Arc<Proxy>, drain: Duration) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -729,6 +729,7 @@ fn upstream_protocol(cluster: &Cluster, downstream: Version) -> UpstreamProtocol
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

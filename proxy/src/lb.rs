@@ -239,6 +239,7 @@ pub fn maglev_table(keys: &[&str], weights: &[u64], size: usize) -> Vec<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::cell::Cell;

@@ -471,7 +471,7 @@ impl Metrics {
                 l
             })
             .collect();
-        let counters: [(&str, fn(&TcpSeries) -> &AtomicU64); 4] = [
+        let counters: [(&str, TcpField); 4] = [
             ("istio_tcp_connections_opened_total", |s| &s.opened),
             ("istio_tcp_connections_closed_total", |s| &s.closed),
             ("istio_tcp_sent_bytes_total", |s| &s.sent),
@@ -485,6 +485,9 @@ impl Metrics {
         }
     }
 }
+
+/// Accessor of one TCP counter, for rendering.
+type TcpField = fn(&TcpSeries) -> &AtomicU64;
 
 fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     if v.is_empty() {
@@ -569,6 +572,7 @@ impl TcpHandle {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -34,6 +34,7 @@ fn is_v4_mapped(addr: &SocketAddr) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -492,8 +492,8 @@ impl RouteTable {
                 }
             }
         }
-        t.suffix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        t.prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        t.suffix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        t.prefix.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         t.vhosts = vhosts;
         t
     }
@@ -546,6 +546,7 @@ impl RouteTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -102,6 +102,9 @@ pub enum Transport {
     Tls,
 }
 
+/// How specifically a chain matched: (port, prefix length, server name, transport, ALPN, source).
+pub type Specificity = (u8, u8, u8, u8, u8, u8);
+
 /// Compiled `FilterChainMatch`.
 #[derive(Debug, Clone)]
 pub struct ChainMatch {
@@ -146,7 +149,7 @@ fn sni_score(patterns: &[String], sni: Option<&str>) -> Option<u8> {
 impl ChainMatch {
     /// `None` if the chain does not apply; otherwise a specificity score (higher wins), compared
     /// in Envoy's order: port, destination prefix length, server name, transport, ALPN, source.
-    pub fn score(&self, c: &ConnMeta<'_>) -> Option<(u8, u8, u8, u8, u8, u8)> {
+    pub fn score(&self, c: &ConnMeta<'_>) -> Option<Specificity> {
         let port = if self.ports.is_empty() {
             0
         } else if self.ports.contains(&c.destination.port()) {
@@ -248,7 +251,7 @@ pub struct ListenerRt {
 impl ListenerRt {
     /// The most specific chain for a connection (ties: first listed), else the default chain.
     pub fn select(&self, c: &ConnMeta<'_>) -> Option<&Chain> {
-        let mut best: Option<(&Chain, (u8, u8, u8, u8, u8, u8))> = None;
+        let mut best: Option<(&Chain, Specificity)> = None;
         for ch in &self.chains {
             if let Some(s) = ch.matcher.score(c)
                 && best.is_none_or(|(_, b)| s > b)
@@ -991,6 +994,7 @@ pub fn compile(res: &ProxyResources, ctx: &CompileCtx<'_>) -> Result<Snapshot, C
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -59,7 +59,7 @@ pub fn detect(buf: &[u8]) -> Detected {
         return match parse_client_hello(buf) {
             Ok(Some(ch)) => Detected::Tls(ch),
             Ok(None) => Detected::NeedMore,
-            Err(()) => Detected::Opaque,
+            Err(NotClientHello) => Detected::Opaque,
         };
     }
     let mut maybe_method = false;
@@ -79,14 +79,22 @@ pub fn detect(buf: &[u8]) -> Detected {
     }
 }
 
+/// The bytes are not a well-formed TLS ClientHello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotClientHello;
+
 /// Parse a TLS record holding a ClientHello. `Ok(None)`: need more bytes; `Err`: not a ClientHello.
-pub fn parse_client_hello(buf: &[u8]) -> Result<Option<ClientHello>, ()> {
+pub fn parse_client_hello(buf: &[u8]) -> Result<Option<ClientHello>, NotClientHello> {
     // Record header: type(1)=22, version(2), length(2).
     if buf.len() < 5 {
-        return if buf[0] == 0x16 { Ok(None) } else { Err(()) };
+        return if buf[0] == 0x16 {
+            Ok(None)
+        } else {
+            Err(NotClientHello)
+        };
     }
     if buf[0] != 0x16 || buf[1] != 0x03 {
-        return Err(());
+        return Err(NotClientHello);
     }
     let rec_len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
     if buf.len() < 5 + rec_len {
@@ -96,7 +104,7 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<Option<ClientHello>, ()> {
     }
     let mut r = Reader(&buf[5..5 + rec_len]);
     if r.u8()? != 1 {
-        return Err(()); // handshake type must be ClientHello
+        return Err(NotClientHello); // handshake type must be ClientHello
     }
     let hs_len = r.u24()? as usize;
     let mut r = Reader(r.take(hs_len)?);
@@ -152,22 +160,22 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<Option<ClientHello>, ()> {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ()> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], NotClientHello> {
         if self.0.len() < n {
-            return Err(());
+            return Err(NotClientHello);
         }
         let (a, b) = self.0.split_at(n);
         self.0 = b;
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, ()> {
+    fn u8(&mut self) -> Result<u8, NotClientHello> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, ()> {
+    fn u16(&mut self) -> Result<u16, NotClientHello> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn u24(&mut self) -> Result<u32, ()> {
+    fn u24(&mut self) -> Result<u32, NotClientHello> {
         let b = self.take(3)?;
         Ok(u32::from_be_bytes([0, b[0], b[1], b[2]]))
     }
@@ -232,6 +240,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! client → outbound proxy → inbound proxy → server, over real loopback sockets: one test per
 //! match kind and per action, error responses and flags, metrics after a known request mix.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! cookies), config swaps under load with zero failures, the admin endpoints and the static-mode
 //! binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
 //! HTTP/2, HTTP/1.1↔HTTP/2 bridging, gRPC trailers, WebSocket upgrade, opaque TCP with
 //! half-close, TLS passthrough by SNI — through real loopback proxies.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;

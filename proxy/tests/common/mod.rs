@@ -1,5 +1,5 @@
 //! Shared helpers for the proxy integration tests: config builders, loopback backends, clients.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
