@@ -1,0 +1,621 @@
+//! Data-plane benchmark: HTTP/1.1 keep-alive, 1 KiB responses, loopback only.
+//!
+//! Paths: direct (client → backend), one and two halyard hops, one and two nginx hops (Debian's
+//! nginx, generated config, one worker). Every proxy runs as its own process with one worker
+//! thread. Prints requests/s and p50/p99 at fixed concurrency, p50/p99 and CPU-seconds per 1,000
+//! requests at a fixed 1,000 req/s, and halyard's RSS idle and with 1,000 services / 10,000
+//! endpoints — all as ratios against the direct baseline and nginx measured in the same run.
+//!
+//! `cargo bench -p halyard-proxy --bench dataplane` (env: `BENCH_SECS`, default 3; `BENCH_CONNS`,
+//! default 16). Bounded: every phase has a fixed duration and the whole run takes about a minute.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use halyard_config::ProxyResources;
+use halyard_config::resources as r;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+const BODY: usize = 1024;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The backend: a minimal hyper HTTP/1.1 server on its own thread answering 1 KiB.
+fn start_backend() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::from_std(l).unwrap();
+            let body = Bytes::from(vec![b'x'; BODY]);
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let _ = s.set_nodelay(true);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let body = body.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: u64,
+    errors: u64,
+}
+
+/// Closed loop (`rate` = None: each connection sends as fast as it can) or paced at `rate`
+/// requests/s spread over the connections. Runs for `secs` after a short warm-up.
+fn load(target: SocketAddr, conns: usize, secs: f64, rate: Option<f64>) -> Run {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let warm = Instant::now() + Duration::from_millis(300);
+        let stop = warm + Duration::from_secs_f64(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            tasks.push(tokio::spawn(async move {
+                let mut lat: Vec<u32> = Vec::with_capacity(200_000);
+                let mut errors = 0u64;
+                let Ok(s) = TcpStream::connect(target).await else {
+                    return (lat, 1);
+                };
+                let _ = s.set_nodelay(true);
+                let Ok((mut tx, conn)) =
+                    hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s)).await
+                else {
+                    return (lat, 1);
+                };
+                tokio::spawn(conn);
+                let mut tick = rate.map(|r| {
+                    let mut i = tokio::time::interval(Duration::from_secs_f64(conns as f64 / r));
+                    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    i
+                });
+                loop {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
+                    let now = Instant::now();
+                    if now >= stop {
+                        break;
+                    }
+                    if tx.ready().await.is_err() {
+                        errors += 1;
+                        break;
+                    }
+                    let req = hyper::Request::get("/")
+                        .header("host", "bench")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
+                    match tx.send_request(req).await {
+                        Ok(resp) => {
+                            let ok = resp.status() == 200;
+                            let n = resp
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().len())
+                                .unwrap_or(0);
+                            if !ok || n != BODY {
+                                errors += 1;
+                            } else if now >= warm {
+                                lat.push(now.elapsed().as_micros() as u32);
+                            }
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            break;
+                        }
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (l, e) = t.await.unwrap();
+            all.extend(l);
+            errors += e;
+        }
+        all.sort_unstable();
+        let pct = |p: f64| {
+            if all.is_empty() {
+                0.0
+            } else {
+                f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)])
+            }
+        };
+        Run {
+            rps: all.len() as f64 / secs,
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            requests: all.len() as u64,
+            errors,
+        }
+    })
+}
+
+/// A process and its children (nginx's master forks the worker).
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let ppid = std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    // the command name may contain spaces: fields start after the last ')'
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                });
+            if ppid == Some(pid) {
+                out.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// CPU time (user+system) of a process and its children, from every thread's schedstat (ns).
+fn cpu_ns(pid: u32) -> u64 {
+    with_children(pid).into_iter().map(cpu_ns_one).sum()
+}
+
+fn cpu_ns_one(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} not accepting within 10s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CLUSTER: &str = "outbound|80||backend.bench.svc.cluster.local";
+
+fn one_service_config(listen: SocketAddr, upstream: SocketAddr) -> ProxyResources {
+    ProxyResources {
+        version: "bench".into(),
+        listeners: vec![r::Listener {
+            name: "bench".into(),
+            address: listen.ip().to_string(),
+            port: u32::from(listen.port()),
+            filter_chains: vec![r::FilterChain {
+                name: "http".into(),
+                handler: Some(r::filter_chain::Handler::Http(r::HttpConnectionManager {
+                    route_specifier: Some(
+                        r::http_connection_manager::RouteSpecifier::RouteConfigName("80".into()),
+                    ),
+                    codec: r::http_connection_manager::Codec::Http1 as i32,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        route_configs: vec![r::RouteConfiguration {
+            name: "80".into(),
+            virtual_hosts: vec![r::VirtualHost {
+                name: "bench".into(),
+                domains: vec!["*".into()],
+                routes: vec![r::Route {
+                    name: "default".into(),
+                    action: Some(r::route::Action::Route(r::RouteAction {
+                        clusters: vec![r::WeightedCluster {
+                            name: CLUSTER.into(),
+                            weight: 100,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        clusters: vec![r::Cluster {
+            name: CLUSTER.into(),
+            service_host: "backend.bench.svc.cluster.local".into(),
+            upstream_protocol: r::cluster::UpstreamProtocol::Http1 as i32,
+            ..Default::default()
+        }],
+        endpoints: vec![r::ClusterEndpoints {
+            cluster_name: CLUSTER.into(),
+            endpoints: vec![r::Endpoint {
+                address: upstream.ip().to_string(),
+                port: u32::from(upstream.port()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// 1,000 services with 10 endpoints each, one virtual host per service.
+fn large_config(listen: SocketAddr, upstream: SocketAddr) -> ProxyResources {
+    let mut res = one_service_config(listen, upstream);
+    for i in 0..999u32 {
+        let host = format!("svc-{i}.ns-{}.svc.cluster.local", i % 50);
+        let name = format!("outbound|80||{host}");
+        res.route_configs[0].virtual_hosts.insert(
+            0,
+            r::VirtualHost {
+                name: format!("{host}:80"),
+                domains: vec![
+                    host.clone(),
+                    format!("{host}:80"),
+                    format!("svc-{i}"),
+                    format!("svc-{i}.ns-{}", i % 50),
+                ],
+                routes: vec![r::Route {
+                    name: "default".into(),
+                    action: Some(r::route::Action::Route(r::RouteAction {
+                        clusters: vec![r::WeightedCluster {
+                            name: name.clone(),
+                            weight: 100,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        res.clusters.push(r::Cluster {
+            name: name.clone(),
+            service_host: host,
+            ..Default::default()
+        });
+        res.endpoints.push(r::ClusterEndpoints {
+            cluster_name: name,
+            endpoints: (0..10u32)
+                .map(|e| r::Endpoint {
+                    address: format!("10.{}.{}.{}", i / 250, i % 250, e + 1),
+                    port: 9080,
+                    labels: [
+                        ("app".to_string(), format!("svc-{i}")),
+                        ("version".to_string(), "v1".to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+    }
+    res
+}
+
+fn start_halyard(dir: &Path, name: &str, res: &ProxyResources) -> Proc {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec(res).unwrap()).unwrap();
+    let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_halyard-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--concurrency", "1", "--log-level", "warn"])
+        .arg("--admin-address")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--status-address")
+        .arg(status.to_string())
+        .arg("--prometheus-address")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("halyard-proxy binary");
+    wait_port(status);
+    for l in &res.listeners {
+        wait_port(format!("{}:{}", l.address, l.port).parse().unwrap());
+    }
+    Proc(child)
+}
+
+fn nginx_path() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+fn start_nginx(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+) -> Proc {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+events {{ worker_connections 4096; }}\n\
+http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+  upstream backend {{ server {upstream}; keepalive 128; }}\n\
+  server {{\n    listen {listen};\n    keepalive_requests 1000000;\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+        d = d.display()
+    );
+    let path = d.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx");
+    wait_port(listen);
+    Proc(child)
+}
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+#[derive(Clone, Copy)]
+struct Row {
+    name: &'static str,
+    max: Run,
+    paced: Run,
+    /// CPU ns of the proxies on this path during the paced run.
+    cpu_ns: u64,
+    hops: u32,
+}
+
+fn measure(name: &'static str, target: SocketAddr, pids: &[u32], conns: usize, secs: f64) -> Row {
+    let max = load(target, conns, secs, None);
+    let before: u64 = pids.iter().map(|p| cpu_ns(*p)).sum();
+    let paced = load(target, 4, secs, Some(1000.0));
+    let after: u64 = pids.iter().map(|p| cpu_ns(*p)).sum();
+    Row {
+        name,
+        max,
+        paced,
+        cpu_ns: after - before,
+        hops: pids.len() as u32,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that short.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let secs = if quick {
+        0.3
+    } else {
+        env_u64("BENCH_SECS", 3) as f64
+    };
+    let conns = env_u64("BENCH_CONNS", 16) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = start_backend();
+    wait_port(backend);
+
+    let mut rows = Vec::new();
+    rows.push(measure("direct", backend, &[], conns, secs));
+
+    // halyard: one hop, then two (sidecar to sidecar).
+    let (h1, h2a, h2b) = (addr(), addr(), addr());
+    let p1 = start_halyard(dir.path(), "h1", &one_service_config(h1, backend));
+    rows.push(measure("halyard 1 hop", h1, &[p1.0.id()], conns, secs));
+    let idle_rss = {
+        let p = start_halyard(dir.path(), "idle", &one_service_config(addr(), backend));
+        std::thread::sleep(Duration::from_millis(300));
+        rss_kib(p.0.id())
+    };
+    let p1_rss_loaded = rss_kib(p1.0.id());
+    drop(p1);
+    let p2b = start_halyard(dir.path(), "h2b", &one_service_config(h2b, backend));
+    let p2a = start_halyard(dir.path(), "h2a", &one_service_config(h2a, h2b));
+    rows.push(measure(
+        "halyard 2 hops",
+        h2a,
+        &[p2a.0.id(), p2b.0.id()],
+        conns,
+        secs,
+    ));
+    drop((p2a, p2b));
+
+    let large_rss = {
+        let l = addr();
+        let p = start_halyard(dir.path(), "large", &large_config(l, backend));
+        let _ = load(l, 2, 0.2, None);
+        std::thread::sleep(Duration::from_millis(300));
+        rss_kib(p.0.id())
+    };
+
+    let nginx = nginx_path();
+    if let Some(bin) = &nginx {
+        let (n1, n2a, n2b) = (addr(), addr(), addr());
+        let p = start_nginx(bin, dir.path(), "n1", n1, backend);
+        rows.push(measure("nginx 1 hop", n1, &[p.0.id()], conns, secs));
+        drop(p);
+        let pb = start_nginx(bin, dir.path(), "n2b", n2b, backend);
+        let pa = start_nginx(bin, dir.path(), "n2a", n2a, n2b);
+        rows.push(measure(
+            "nginx 2 hops",
+            n2a,
+            &[pa.0.id(), pb.0.id()],
+            conns,
+            secs,
+        ));
+        drop((pa, pb));
+    } else {
+        println!("nginx not found (apt-get install nginx-light): nginx rows skipped");
+    }
+
+    print_report(
+        &rows,
+        conns,
+        secs,
+        idle_rss,
+        p1_rss_loaded,
+        large_rss,
+        nginx.is_some(),
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_report(
+    rows: &[Row],
+    conns: usize,
+    secs: f64,
+    idle: u64,
+    loaded: u64,
+    large: u64,
+    have_nginx: bool,
+) {
+    let direct = rows[0];
+    let nginx1 = rows.iter().find(|r| r.name == "nginx 1 hop");
+    println!();
+    println!(
+        "HTTP/1.1 keep-alive, {BODY} B responses, loopback; {conns} connections closed-loop for {secs}s; paced: 4 connections at 1000 req/s; one worker per proxy"
+    );
+    println!(
+        "{:<16} {:>10} {:>8} {:>8} {:>9} {:>9} | {:>9} {:>9} {:>10} {:>12} {:>7}",
+        "path",
+        "req/s",
+        "xdirect",
+        "xnginx1",
+        "p50 us",
+        "p99 us",
+        "p50@1k",
+        "p99@1k",
+        "+p50/hop",
+        "CPU-s/1k/hop",
+        "errors"
+    );
+    for r in rows {
+        let hop_p50 = if r.hops > 0 {
+            format!(
+                "{:.0}",
+                (r.paced.p50_us - direct.paced.p50_us) / f64::from(r.hops)
+            )
+        } else {
+            "-".into()
+        };
+        let cpu = if r.hops > 0 && r.paced.requests > 0 {
+            format!(
+                "{:.4}",
+                r.cpu_ns as f64 / 1e9 / r.paced.requests as f64 * 1000.0 / f64::from(r.hops)
+            )
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<16} {:>10.0} {:>8.2} {:>8} {:>9.0} {:>9.0} | {:>9.0} {:>9.0} {:>10} {:>12} {:>7}",
+            r.name,
+            r.max.rps,
+            r.max.rps / direct.max.rps,
+            nginx1.map_or("-".into(), |n| format!("{:.2}", r.max.rps / n.max.rps)),
+            r.max.p50_us,
+            r.max.p99_us,
+            r.paced.p50_us,
+            r.paced.p99_us,
+            hop_p50,
+            cpu,
+            r.max.errors + r.paced.errors
+        );
+    }
+    println!();
+    println!(
+        "halyard RSS: idle {:.1} MiB; after the 1-hop run {:.1} MiB; 1,000 services / 10,000 endpoints {:.1} MiB",
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0,
+        large as f64 / 1024.0
+    );
+    if have_nginx {
+        let h = rows.iter().find(|r| r.name == "halyard 1 hop");
+        if let (Some(h), Some(n)) = (h, nginx1) {
+            println!(
+                "halyard 1 hop vs nginx 1 hop: {:.2}x req/s, p99 {:.2}x",
+                h.max.rps / n.max.rps,
+                h.max.p99_us / n.max.p99_us.max(1.0)
+            );
+        }
+    }
+}
