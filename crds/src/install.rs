@@ -271,14 +271,11 @@ pub enum ServiceType {
 }
 
 /// One port of a gateway Service.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayServicePort {
-    #[serde(default)]
-    #[schemars(required)]
     pub name: String,
-    #[serde(default)]
-    #[schemars(required, range(min = 1i64, max = 65535i64))]
+    #[schemars(range(min = 1i64, max = 65535i64))]
     pub port: u16,
     /// Container port; the same as `port` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

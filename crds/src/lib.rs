@@ -6,6 +6,7 @@
 //! - [`object`]: parse any supported object from JSON (apiVersion + kind dispatch).
 
 pub mod common;
+pub mod crd;
 pub mod error;
 pub mod install;
 pub mod networking;

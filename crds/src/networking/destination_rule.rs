@@ -411,6 +411,7 @@ pub struct LocalityLoadBalancerSetting {
     #[serde(rename = "distribute", default, skip_serializing_if = "Vec::is_empty")]
     pub distribute: Vec<LocalityLoadBalancerSettingDistribute>,
     #[serde(rename = "enabled", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-halyard-nullable" = true))]
     pub enabled: Option<bool>,
     #[serde(rename = "failover", default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<LocalityLoadBalancerSettingFailover>,
@@ -449,7 +450,7 @@ pub struct WarmupConfiguration {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 0i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64))]
     pub aggression: Option<f64>,
     #[serde(rename = "duration", default)]
     #[schemars(required, extend("x-kubernetes-validations" = [{"message": "must be a valid duration greater than 1ms", "rule": "duration(self) >= duration('1ms')"}]))]
@@ -459,7 +460,7 @@ pub struct WarmupConfiguration {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 0i64, max = 100i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64, max = 100i64))]
     pub minimum_percent: Option<f64>,
 }
 
@@ -467,6 +468,7 @@ pub struct WarmupConfiguration {
 #[serde(deny_unknown_fields)]
 pub struct ZoneAwareLoadBalancerSetting {
     #[serde(rename = "enabled", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-halyard-nullable" = true))]
     pub enabled: Option<bool>,
     #[serde(rename = "failover", default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<LocalityLoadBalancerSettingFailover>,
@@ -481,7 +483,7 @@ pub struct ZoneAwareLoadBalancerSetting {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 1i64, max = 4294967295i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 1i64, max = 4294967295i64))]
     pub min_cluster_size: Option<u32>,
 }
 
@@ -500,7 +502,7 @@ pub struct OutlierDetection {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 0i64, max = 4294967295i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64, max = 4294967295i64))]
     pub consecutive5xx_errors: Option<u32>,
     #[serde(
         rename = "consecutiveErrors",
@@ -513,14 +515,14 @@ pub struct OutlierDetection {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 0i64, max = 4294967295i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64, max = 4294967295i64))]
     pub consecutive_gateway_errors: Option<u32>,
     #[serde(
         rename = "consecutiveLocalOriginFailures",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 0i64, max = 4294967295i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64, max = 4294967295i64))]
     pub consecutive_local_origin_failures: Option<u32>,
     #[serde(rename = "interval", default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"message": "must be a valid duration greater than 1ms", "rule": "duration(self) >= duration('1ms')"}]))]
@@ -607,6 +609,7 @@ pub struct ClientTlsSettings {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(extend("x-halyard-nullable" = true))]
     pub insecure_skip_verify: Option<bool>,
     #[serde(rename = "mode", default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ClientTlsMode>,
@@ -650,7 +653,7 @@ pub struct RetryBudget {
     #[schemars(range(min = 0i64, max = 4294967295i64))]
     pub min_retry_concurrency: Option<u32>,
     #[serde(rename = "percent", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0i64, max = 100i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64, max = 100i64))]
     pub percent: Option<f64>,
 }
 

@@ -129,6 +129,7 @@ pub struct ServerTlsSettings {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(extend("x-halyard-nullable" = true))]
     pub insecure_skip_verify: Option<bool>,
     #[serde(
         rename = "maxProtocolVersion",

@@ -72,14 +72,14 @@ pub struct HttpRoute {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 0i64, max = 4294967295i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64, max = 4294967295i64))]
     pub mirror_percent_alias: Option<u32>,
     #[serde(
         rename = "mirrorPercent",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 0i64, max = 4294967295i64))]
+    #[schemars(extend("x-halyard-nullable" = true), range(min = 0i64, max = 4294967295i64))]
     pub mirror_percent: Option<u32>,
     #[serde(
         rename = "mirrorPercentage",
@@ -112,6 +112,7 @@ pub struct CorsPolicy {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(extend("x-halyard-nullable" = true))]
     pub allow_credentials: Option<bool>,
     #[serde(
         rename = "allowHeaders",
@@ -435,6 +436,7 @@ pub struct HttpRetry {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(extend("x-halyard-nullable" = true))]
     pub retry_ignore_previous_hosts: Option<bool>,
     #[serde(rename = "retryOn", default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<String>,
@@ -443,6 +445,7 @@ pub struct HttpRetry {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(extend("x-halyard-nullable" = true))]
     pub retry_remote_localities: Option<bool>,
 }
 

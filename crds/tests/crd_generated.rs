@@ -1,0 +1,259 @@
+//! The generated CRDs: committed YAML is fresh, every schema is structural, and every field of Istio's own
+//! CRD schema exists in ours with the same type and enum values.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failure to read the fixtures is a test failure
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use halyard_crds::crd::{all_crds, file_name, first_non_structural, to_yaml};
+use halyard_crds::object::Kind;
+use halyard_crds::yaml::split_documents;
+use serde_json::Value;
+
+const REGENERATE: &str = "cargo run -p halyard-crds --bin crdgen";
+
+fn generated_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/generated"))
+}
+
+/// `../shared/istio`, or `None` (with a visible message) when absent outside CI.
+fn istio_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/istio"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "Istio reference data missing at {} (required when CI=true)",
+        dir.display()
+    );
+    eprintln!(
+        "SKIPPED: Istio reference data not found at {}",
+        dir.display()
+    );
+    None
+}
+
+#[test]
+fn committed_yaml_is_fresh() {
+    let crds = all_crds().unwrap();
+    let mut expected: BTreeMap<String, String> = crds
+        .iter()
+        .map(|c| (file_name(c), to_yaml(std::slice::from_ref(c)).unwrap()))
+        .collect();
+    expected.insert("all.yaml".into(), to_yaml(&crds).unwrap());
+    let mut stale = Vec::new();
+    for (name, text) in &expected {
+        let path = generated_dir().join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(committed) if committed == *text => {}
+            Ok(_) => stale.push(format!("{} differs", path.display())),
+            Err(e) => stale.push(format!("{}: {e}", path.display())),
+        }
+    }
+    for entry in std::fs::read_dir(generated_dir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && !expected.contains_key(&name) {
+            stale.push(format!("{name} is no longer generated"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "generated CRDs are stale; run `{REGENERATE}`:\n{}",
+        stale.join("\n")
+    );
+}
+
+#[test]
+fn every_schema_is_structural() {
+    for crd in all_crds().unwrap() {
+        let name = crd.metadata.name.clone().unwrap();
+        assert!(!crd.spec.versions.is_empty(), "{name}");
+        assert_eq!(
+            crd.spec.versions.iter().filter(|v| v.storage).count(),
+            1,
+            "{name}: one storage version"
+        );
+        for v in &crd.spec.versions {
+            let schema = v
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .unwrap();
+            let schema = serde_json::to_value(schema).unwrap();
+            assert_eq!(schema["type"], "object", "{name}");
+            if let Some(bad) = first_non_structural(&schema, "") {
+                panic!("{name} {}: {bad}", v.name);
+            }
+            let status = &schema["properties"]["status"];
+            assert_eq!(status["type"], "object", "{name}");
+            if name.ends_with("istio.io") {
+                assert_eq!(
+                    status["x-kubernetes-preserve-unknown-fields"], true,
+                    "{name}"
+                );
+            }
+            assert!(
+                v.subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some(),
+                "{name}: status subresource"
+            );
+        }
+    }
+}
+
+#[test]
+fn mesh_install_crd_is_cluster_scoped_v1alpha1() {
+    let crds = all_crds().unwrap();
+    let mi = crds
+        .iter()
+        .find(|c| c.spec.names.kind == "MeshInstall")
+        .unwrap();
+    assert_eq!(
+        mi.metadata.name.as_deref(),
+        Some("meshinstalls.install.halyard.dev")
+    );
+    assert_eq!(mi.spec.scope, "Cluster");
+    assert_eq!(mi.spec.versions.len(), 1);
+    assert_eq!(mi.spec.versions[0].name, "v1alpha1");
+    let schema = serde_json::to_value(mi.spec.versions[0].schema.as_ref().unwrap()).unwrap();
+    let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["properties"]["namespace"]["default"], "istio-system");
+    assert_eq!(
+        spec["properties"]["profile"]["enum"],
+        serde_json::json!(["default", "demo", "minimal"])
+    );
+    assert_eq!(
+        spec["properties"]["injection"]["properties"]["nativeSidecar"]["enum"],
+        serde_json::json!(["auto", "true", "false"])
+    );
+}
+
+/// Every property path of a schema: `spec.http[].route[].weight` -> (type, sorted enum values, int-or-string).
+fn paths(
+    schema: &Value,
+    path: &str,
+    out: &mut BTreeMap<String, (Option<String>, Vec<String>, bool)>,
+) {
+    let ty = schema
+        .get("type")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut enums: Vec<String> = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|v| v.to_string()).collect())
+        .unwrap_or_default();
+    enums.sort();
+    let ios = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    out.insert(path.to_string(), (ty, enums, ios));
+    if let Some(Value::Object(props)) = schema.get("properties") {
+        for (k, v) in props {
+            paths(v, &format!("{path}.{k}"), out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        paths(items, &format!("{path}[]"), out);
+    }
+    if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
+        paths(ap, &format!("{path}{{}}"), out);
+    }
+}
+
+#[test]
+fn schema_covers_istio_schema() {
+    let Some(dir) = istio_dir() else { return };
+    let text = std::fs::read_to_string(dir.join("crds/crd-all.gen.yaml")).unwrap();
+    let istio: Vec<Value> = split_documents(&text)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    let ours = all_crds().unwrap();
+    let mut problems = Vec::new();
+    let mut compared = 0;
+    for kind in Kind::istio() {
+        let theirs = istio
+            .iter()
+            .find(|c| c["spec"]["names"]["kind"] == kind.as_str())
+            .unwrap_or_else(|| panic!("{kind} not in Istio's CRDs"));
+        let mine = ours
+            .iter()
+            .find(|c| c.spec.names.kind == kind.as_str())
+            .unwrap();
+        let mine = serde_json::to_value(mine).unwrap();
+        for field in ["group", "scope"] {
+            assert_eq!(mine["spec"][field], theirs["spec"][field], "{kind} {field}");
+        }
+        for field in ["plural", "singular", "shortNames", "categories", "kind"] {
+            assert_eq!(
+                mine["spec"]["names"][field], theirs["spec"]["names"][field],
+                "{kind} names.{field}"
+            );
+        }
+        let their_versions = theirs["spec"]["versions"].as_array().unwrap();
+        let my_versions = mine["spec"]["versions"].as_array().unwrap();
+        assert_eq!(
+            my_versions.len(),
+            their_versions.len(),
+            "{kind}: served versions"
+        );
+        for tv in their_versions {
+            let name = tv["name"].as_str().unwrap();
+            let mv = my_versions
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("{kind}: version {name} not served"));
+            assert_eq!(mv["served"], tv["served"], "{kind} {name} served");
+            assert_eq!(mv["storage"], tv["storage"], "{kind} {name} storage");
+            let columns = |v: &Value| -> Vec<(Value, Value, Value)> {
+                v["additionalPrinterColumns"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|c| (c["name"].clone(), c["type"].clone(), c["jsonPath"].clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            assert_eq!(columns(mv), columns(tv), "{kind} {name} printer columns");
+            let mut their_paths = BTreeMap::new();
+            let mut my_paths = BTreeMap::new();
+            paths(&tv["schema"]["openAPIV3Schema"], "", &mut their_paths);
+            paths(&mv["schema"]["openAPIV3Schema"], "", &mut my_paths);
+            for (path, (ty, enums, ios)) in &their_paths {
+                compared += 1;
+                match my_paths.get(path) {
+                    None => problems.push(format!("{kind} {name}: missing {path}")),
+                    Some((my_ty, my_enums, my_ios)) => {
+                        if ty.is_some() && my_ty != ty {
+                            problems.push(format!(
+                                "{kind} {name}: {path} type {my_ty:?}, Istio {ty:?}"
+                            ));
+                        }
+                        if my_enums != enums {
+                            problems.push(format!(
+                                "{kind} {name}: {path} enum {my_enums:?}, Istio {enums:?}"
+                            ));
+                        }
+                        if ios != my_ios {
+                            problems.push(format!(
+                                "{kind} {name}: {path} int-or-string {my_ios}, Istio {ios}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} differences from Istio's schema:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert!(compared > 2000, "compared only {compared} paths");
+}
