@@ -24,6 +24,7 @@ pub mod resources {
 // Adapters for enum field shapes (optional, repeated) the schema may not use yet.
 #[allow(dead_code)]
 mod enum_serde;
+pub mod mesh;
 mod names;
 // The generated adapters cover only the enum field shapes the schema uses.
 #[allow(clippy::all, clippy::pedantic, dead_code)]
@@ -31,6 +32,7 @@ mod serde_enum {
     include!(concat!(env!("OUT_DIR"), "/serde_enum.rs"));
 }
 pub mod static_config;
+pub mod translate;
 pub mod type_urls;
 pub mod wire;
 
