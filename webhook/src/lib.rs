@@ -10,8 +10,13 @@ pub mod error;
 pub mod inject;
 pub mod kube_inject;
 pub mod mesh;
+pub mod metrics;
 pub mod probes;
+pub mod review;
+pub mod server;
 pub mod template;
+pub mod tls;
+pub mod validate;
 
 pub use decision::{Decision, SkipReason};
 pub use error::Error;
