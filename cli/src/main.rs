@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Print the client version.
     Version,
+    /// Show a proxy's listeners, routes, clusters or endpoints (from its admin endpoint).
+    ProxyConfig(cmd::proxy_config::ProxyConfigArgs),
     /// Internal to `halyard demo`: run one Bookinfo sample service.
     #[command(hide = true)]
     DemoApp(cmd::demo::app::AppArgs),
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => cmd::version::run(),
+        Command::ProxyConfig(args) => cmd::proxy_config::run(args),
         Command::DemoApp(args) => cmd::demo::run_app(args),
     };
     match result {

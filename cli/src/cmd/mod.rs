@@ -1,3 +1,4 @@
 //! One module per `halyard` subcommand.
 pub mod demo;
+pub mod proxy_config;
 pub mod version;
