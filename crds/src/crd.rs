@@ -44,14 +44,14 @@ pub fn crd_for(kind: Kind) -> Result<CustomResourceDefinition, Error> {
         Kind::ServiceEntry => {
             let mut spec = schema_of::<ServiceEntrySpec>(kind)?;
             if let Some(items) = spec.pointer_mut("/properties/endpoints/items") {
-                push_rule(items, address_required_rule());
+                prepend_rule(items, address_required_rule());
             }
             (ServiceEntry::crd(), spec)
         }
         Kind::Sidecar => (Sidecar::crd(), schema_of::<SidecarSpec>(kind)?),
         Kind::WorkloadEntry => {
             let mut spec = schema_of::<WorkloadEntrySpec>(kind)?;
-            push_rule(&mut spec, address_required_rule());
+            prepend_rule(&mut spec, address_required_rule());
             (WorkloadEntry::crd(), spec)
         }
         Kind::WorkloadGroup => (WorkloadGroup::crd(), schema_of::<WorkloadGroupSpec>(kind)?),
@@ -129,13 +129,13 @@ pub fn all_crds() -> Result<Vec<CustomResourceDefinition>, Error> {
     Kind::ALL.into_iter().map(crd_for).collect()
 }
 
-fn push_rule(schema: &mut Value, rule: Value) {
+fn prepend_rule(schema: &mut Value, rule: Value) {
     if let Some(obj) = schema.as_object_mut() {
         let rules = obj
             .entry("x-kubernetes-validations")
             .or_insert_with(|| Value::Array(Vec::new()));
         if let Some(list) = rules.as_array_mut() {
-            list.push(rule);
+            list.insert(0, rule);
         }
     }
 }

@@ -132,12 +132,50 @@ fn mesh_install_crd_is_cluster_scoped_v1alpha1() {
     );
 }
 
-/// Every property path of a schema: `spec.http[].route[].weight` -> (type, sorted enum values, int-or-string).
-fn paths(
-    schema: &Value,
-    path: &str,
-    out: &mut BTreeMap<String, (Option<String>, Vec<String>, bool)>,
-) {
+/// What is compared at one schema node.
+#[derive(Debug, PartialEq)]
+struct Node {
+    ty: Option<String>,
+    enums: Vec<String>,
+    int_or_string: bool,
+    /// Value validations Istio puts in its schema, compared as JSON (numbers as f64).
+    constraints: BTreeMap<&'static str, Value>,
+}
+
+const CONSTRAINTS: &[&str] = &[
+    "required",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "pattern",
+    "oneOf",
+    "allOf",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-preserve-unknown-fields",
+];
+
+/// Numbers as f64 and `required` as a set, so `0` and `0.0` or a different order do not differ.
+fn normalize(key: &str, v: &Value) -> Value {
+    match v {
+        Value::Number(n) => n.as_f64().map_or(v.clone(), |f| serde_json::json!(f)),
+        Value::Array(a) if key == "required" => {
+            let mut items: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+            items.sort();
+            serde_json::json!(items)
+        }
+        _ => v.clone(),
+    }
+}
+
+/// Every property path of a schema (`.spec.http[].route[].weight`) and what is compared there.
+fn paths(schema: &Value, path: &str, out: &mut BTreeMap<String, Node>) {
     let ty = schema
         .get("type")
         .and_then(Value::as_str)
@@ -148,8 +186,20 @@ fn paths(
         .map(|a| a.iter().map(|v| v.to_string()).collect())
         .unwrap_or_default();
     enums.sort();
-    let ios = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-    out.insert(path.to_string(), (ty, enums, ios));
+    let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    let constraints = CONSTRAINTS
+        .iter()
+        .filter_map(|k| schema.get(*k).map(|v| (*k, normalize(k, v))))
+        .collect();
+    out.insert(
+        path.to_string(),
+        Node {
+            ty,
+            enums,
+            int_or_string,
+            constraints,
+        },
+    );
     if let Some(Value::Object(props)) = schema.get("properties") {
         for (k, v) in props {
             paths(v, &format!("{path}.{k}"), out);
@@ -224,26 +274,33 @@ fn schema_covers_istio_schema() {
             let mut my_paths = BTreeMap::new();
             paths(&tv["schema"]["openAPIV3Schema"], "", &mut their_paths);
             paths(&mv["schema"]["openAPIV3Schema"], "", &mut my_paths);
-            for (path, (ty, enums, ios)) in &their_paths {
+            for (path, theirs) in &their_paths {
                 compared += 1;
-                match my_paths.get(path) {
-                    None => problems.push(format!("{kind} {name}: missing {path}")),
-                    Some((my_ty, my_enums, my_ios)) => {
-                        if ty.is_some() && my_ty != ty {
-                            problems.push(format!(
-                                "{kind} {name}: {path} type {my_ty:?}, Istio {ty:?}"
-                            ));
-                        }
-                        if my_enums != enums {
-                            problems.push(format!(
-                                "{kind} {name}: {path} enum {my_enums:?}, Istio {enums:?}"
-                            ));
-                        }
-                        if ios != my_ios {
-                            problems.push(format!(
-                                "{kind} {name}: {path} int-or-string {my_ios}, Istio {ios}"
-                            ));
-                        }
+                let Some(mine) = my_paths.get(path) else {
+                    problems.push(format!("{kind} {name}: missing {path}"));
+                    continue;
+                };
+                if theirs.ty.is_some() && mine.ty != theirs.ty {
+                    problems.push(format!(
+                        "{kind} {name}: {path} type {:?}, Istio {:?}",
+                        mine.ty, theirs.ty
+                    ));
+                }
+                if mine.enums != theirs.enums {
+                    problems.push(format!(
+                        "{kind} {name}: {path} enum {:?}, Istio {:?}",
+                        mine.enums, theirs.enums
+                    ));
+                }
+                if mine.int_or_string != theirs.int_or_string {
+                    problems.push(format!("{kind} {name}: {path} int-or-string differs"));
+                }
+                for (key, value) in &theirs.constraints {
+                    if mine.constraints.get(key) != Some(value) {
+                        problems.push(format!(
+                            "{kind} {name}: {path} {key} is {:?}, Istio has {value}",
+                            mine.constraints.get(key)
+                        ));
                     }
                 }
             }
