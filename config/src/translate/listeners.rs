@@ -494,14 +494,14 @@ fn workload_ports(scope: &Scope<'_>) -> Vec<WorkloadPort> {
                     pod.and_then(|pod| pod.container_ports.get(name).copied())
                 }
             };
-            if let Some(port) = target {
-                if !out.iter().any(|w| w.port == port) {
-                    out.push(WorkloadPort {
-                        port,
-                        protocol: p.protocol,
-                        config: svc.origin.clone(),
-                    });
-                }
+            if let Some(port) = target
+                && !out.iter().any(|w| w.port == port)
+            {
+                out.push(WorkloadPort {
+                    port,
+                    protocol: p.protocol,
+                    config: svc.origin.clone(),
+                });
             }
         }
     }
@@ -551,15 +551,14 @@ fn peer_mode(scope: &Scope<'_>, port: Option<u32>) -> PeerMode {
     {
         mode = apply(pa.spec.mtls.as_ref().and_then(|t| t.mode), mode);
     }
-    if scope.namespace != m.mesh.root_namespace {
-        if let Some(pa) = m
+    if scope.namespace != m.mesh.root_namespace
+        && let Some(pa) = m
             .peer_authentications
             .iter()
             .filter(|p| p.meta.namespace == scope.namespace)
             .find(no_selector)
-        {
-            mode = apply(pa.spec.mtls.as_ref().and_then(|t| t.mode), mode);
-        }
+    {
+        mode = apply(pa.spec.mtls.as_ref().and_then(|t| t.mode), mode);
     }
     let workload = m.peer_authentications.iter().find(|p| {
         p.meta.namespace == scope.namespace
@@ -569,10 +568,8 @@ fn peer_mode(scope: &Scope<'_>, port: Option<u32>) -> PeerMode {
     });
     if let Some(pa) = workload {
         mode = apply(pa.spec.mtls.as_ref().and_then(|t| t.mode), mode);
-        if let Some(port) = port {
-            if let Some(pl) = pa.spec.port_level_mtls.get(&port.to_string()) {
-                mode = apply(pl.mode, mode);
-            }
+        if let Some(pl) = port.and_then(|p| pa.spec.port_level_mtls.get(&p.to_string())) {
+            mode = apply(pl.mode, mode);
         }
     }
     mode
