@@ -191,11 +191,18 @@ pub fn init_logging(level: &str, json: bool) -> Option<LogReloader> {
 
 /// Build a runtime with `concurrency` workers and run until exit.
 pub fn main_with(args: Args) -> Result<(), ProxyError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.concurrency.max(1))
-        .enable_all()
-        .build()
-        .map_err(ProxyError::Runtime)?;
+    // One worker means one thread, as Envoy's concurrency 1: no work-stealing machinery.
+    let rt = if args.concurrency <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.concurrency)
+            .enable_all()
+            .build()
+    }
+    .map_err(ProxyError::Runtime)?;
     rt.block_on(run(args))
 }
 

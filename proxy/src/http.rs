@@ -74,18 +74,21 @@ pub fn upstream_error_body(reason: &str) -> String {
 
 /// A new `x-request-id`: a random UUID v4.
 pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let r: u128 = rand::random();
+    // version 4, variant 10xx
     let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{r:032x}");
-    let s = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut out = [0u8; 36];
+    let mut nibble = 0;
+    for (i, b) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *b = b'-';
+            continue;
+        }
+        *b = HEX[((r >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and, when
@@ -325,17 +328,6 @@ impl Exchange {
     }
 }
 
-/// The authority of a request: `:authority` (HTTP/2, absolute-form) or `Host`.
-fn authority_of(req: &Request<Incoming>) -> &str {
-    if let Some(a) = req.uri().authority() {
-        return a.as_str();
-    }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-}
-
 /// Compute the consistent-hash key of a request; may return a cookie to set on the response.
 fn hash_for(
     key: &HashKey,
@@ -430,20 +422,27 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         log,
     };
 
-    let authority = authority_of(&req).to_string();
-    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
+    // Cheap clones (shared buffers) so the request can be taken apart later.
+    let uri = req.uri().clone();
+    let host_header = req.headers().get(header::HOST).cloned();
+    let authority: &str = uri
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let path = uri.path();
+    let query = uri.query();
 
     let Some(table) = snap.routes.get(&conn.route_key) else {
         return ex.local(&conn, unknown, StatusCode::NOT_FOUND, "", ResponseFlags::NR);
     };
     let view = RequestView {
         method: req.method(),
-        scheme: &scheme,
-        authority: &authority,
-        path: &path,
-        query: query.as_deref(),
+        scheme,
+        authority,
+        path,
+        query,
         headers: req.headers(),
         port: conn.destination.port(),
     };
@@ -479,7 +478,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         }
         Action::Redirect(r) => {
             let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
-            let loc = r.location(&scheme, &authority, pq);
+            let loc = r.location(scheme, authority, pq);
             let mut resp = Response::new(Body::Empty);
             *resp.status_mut() = r.code;
             if let Ok(v) = HeaderValue::from_str(&loc) {
@@ -547,7 +546,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         }
         ClusterKind::Endpoints => {
             let hash = cluster.hash_key().and_then(|k| {
-                let (h, cookie) = hash_for(k, req.headers(), query.as_deref(), conn.downstream);
+                let (h, cookie) = hash_for(k, req.headers(), query, conn.downstream);
                 set_cookie = cookie;
                 h
             });
@@ -588,12 +587,12 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
     };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    let new_path = fwd.rewrite.path(&path, matched);
-    let new_authority = fwd.rewrite.authority.clone();
+    let new_path = fwd.rewrite.path(path, matched);
+    let new_authority = fwd.rewrite.authority.as_deref();
     if new_path.is_some() || new_authority.is_some() {
         parts.headers.insert(
             HeaderName::from_static("x-envoy-original-path"),
-            HeaderValue::from_str(&path).unwrap_or(HeaderValue::from_static("/")),
+            HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/")),
         );
     }
     route.request_headers.apply(&mut parts.headers);
@@ -603,7 +602,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
             .headers
             .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     }
-    let authority = new_authority.unwrap_or(authority);
+    let up_authority = new_authority.unwrap_or(authority);
     let pq: PathAndQuery = match (&new_path, &query) {
         (None, _) => parts
             .uri
@@ -620,7 +619,9 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(pq);
-            if let Ok(v) = HeaderValue::from_str(&authority) {
+            if (new_authority.is_some() || host_header.is_none())
+                && let Ok(v) = HeaderValue::from_str(up_authority)
+            {
                 parts.headers.insert(header::HOST, v);
             }
         }
@@ -628,7 +629,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
             parts.version = Version::HTTP_2;
             let mut up = http::uri::Parts::default();
             up.scheme = Some(Scheme::HTTP);
-            up.authority = Authority::try_from(authority.as_str()).ok();
+            up.authority = Authority::try_from(up_authority).ok();
             up.path_and_query = Some(pq);
             if let Ok(u) = Uri::from_parts(up) {
                 parts.uri = u;
