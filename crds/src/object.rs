@@ -467,6 +467,43 @@ mod tests {
     }
 
     #[test]
+    fn bad_enum_value_names_the_path_and_the_value() {
+        let v = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                       "metadata": {"name": "r", "namespace": "ns"},
+                       "spec": {"host": "r", "trafficPolicy": {"loadBalancer": {"simple": "FASTEST"}}}});
+        let err = parse_object(&v).unwrap_err();
+        let Error::Decode {
+            path,
+            message,
+            resource,
+            ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!(path, "spec.trafficPolicy.loadBalancer.simple");
+        assert_eq!(resource, "ns/r");
+        assert!(message.contains("FASTEST"), "{message}");
+        assert!(
+            err.to_string()
+                .starts_with("error decoding configuration: DestinationRule ns/r at ")
+        );
+    }
+
+    #[test]
+    fn unknown_field_inside_a_map_value() {
+        let err = parse_object(&vs(
+            json!({"http": [{"match": [{"headers": {"x-user": {"exakt": "a"}}}]}]}),
+        ))
+        .unwrap_err();
+        let Error::UnknownField { field, path, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(field, "exakt");
+        assert_eq!(path, "spec.http[0].match[0].headers.x-user.exakt");
+    }
+
+    #[test]
     fn unknown_kind_and_version_and_envoy_filter() {
         let err = parse_object(&json!({"apiVersion": "networking.istio.io/v1", "kind": "Foo"}))
             .unwrap_err();

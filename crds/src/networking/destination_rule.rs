@@ -10,6 +10,7 @@ use crate::common::WorkloadSelector;
 use crate::networking::PortSelector;
 use crate::status::IstioStatus;
 
+/// Policies applied to traffic for a service after routing (`networking.istio.io` DestinationRule).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "networking.istio.io",
@@ -50,6 +51,7 @@ pub struct DestinationRuleSpec {
     pub workload_selector: Option<WorkloadSelector>,
 }
 
+/// A named subset of a service's endpoints, selected by labels, with its own policy.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Subset {
@@ -66,6 +68,7 @@ pub struct Subset {
     pub traffic_policy: Option<TrafficPolicy>,
 }
 
+/// Load balancing, connection pool, outlier detection and TLS settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficPolicy {
@@ -112,6 +115,7 @@ pub struct TrafficPolicy {
     pub tunnel: Option<TunnelSettings>,
 }
 
+/// Connection limits for TCP and HTTP.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
@@ -121,6 +125,7 @@ pub struct ConnectionPoolSettings {
     pub tcp: Option<TcpSettings>,
 }
 
+/// HTTP connection pool settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
@@ -181,6 +186,7 @@ pub struct HttpSettings {
     pub use_client_protocol: Option<bool>,
 }
 
+/// HTTP/2 keepalive pings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Http2KeepAlive {
@@ -192,6 +198,7 @@ pub struct Http2KeepAlive {
     pub timeout: Option<String>,
 }
 
+/// TCP connection pool settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpSettings {
@@ -229,6 +236,7 @@ pub struct TcpSettings {
     pub tcp_keepalive: Option<TcpKeepalive>,
 }
 
+/// TCP keepalive settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpKeepalive {
@@ -243,6 +251,7 @@ pub struct TcpKeepalive {
     pub time: Option<String>,
 }
 
+/// Load-balancing policy; one of `simple`, `consistentHash`, `backendUtilization`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["simple"]}, {"required": ["consistentHash"]}, {"required": ["backendUtilization"]}]}}, {"required": ["simple"]}, {"required": ["consistentHash"]}, {"required": ["backendUtilization"]}]))]
@@ -284,6 +293,7 @@ pub struct LoadBalancerSettings {
     pub zone_aware_lb_setting: Option<ZoneAwareLoadBalancerSetting>,
 }
 
+/// Load balancing weighted by backends' reported utilization.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendUtilizationLb {
@@ -320,6 +330,7 @@ pub struct BackendUtilizationLb {
     pub weight_update_period: Option<String>,
 }
 
+/// Consistent-hash (sticky) load balancing and what is hashed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("allOf" = [{"oneOf": [{"not": {"anyOf": [{"required": ["httpHeaderName"]}, {"required": ["httpCookie"]}, {"required": ["useSourceIp"]}, {"required": ["httpQueryParameterName"]}]}}, {"required": ["httpHeaderName"]}, {"required": ["httpCookie"]}, {"required": ["useSourceIp"]}, {"required": ["httpQueryParameterName"]}]}, {"oneOf": [{"not": {"anyOf": [{"required": ["ringHash"]}, {"required": ["maglev"]}]}}, {"required": ["ringHash"]}, {"required": ["maglev"]}]}]))]
@@ -361,6 +372,7 @@ pub struct ConsistentHashLb {
     pub use_source_ip: Option<bool>,
 }
 
+/// The cookie used as hash key.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCookie {
@@ -375,6 +387,7 @@ pub struct HttpCookie {
     pub ttl: Option<String>,
 }
 
+/// An attribute of the generated hash cookie.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCookieAttribute {
@@ -385,6 +398,7 @@ pub struct HttpCookieAttribute {
     pub value: Option<String>,
 }
 
+/// Maglev hashing parameters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MagLev {
@@ -393,6 +407,7 @@ pub struct MagLev {
     pub table_size: Option<u64>,
 }
 
+/// Ring-hash parameters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RingHash {
@@ -405,6 +420,7 @@ pub struct RingHash {
     pub minimum_ring_size: Option<u64>,
 }
 
+/// Locality-weighted distribution and failover.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalityLoadBalancerSetting {
@@ -423,6 +439,7 @@ pub struct LocalityLoadBalancerSetting {
     pub failover_priority: Vec<String>,
 }
 
+/// Share of traffic from one locality to others.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalityLoadBalancerSettingDistribute {
@@ -433,6 +450,7 @@ pub struct LocalityLoadBalancerSettingDistribute {
     pub to: BTreeMap<String, u32>,
 }
 
+/// Where traffic goes when a region has no healthy endpoints.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalityLoadBalancerSettingFailover {
@@ -442,6 +460,7 @@ pub struct LocalityLoadBalancerSettingFailover {
     pub to: Option<String>,
 }
 
+/// Slow start for new endpoints.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WarmupConfiguration {
@@ -464,6 +483,7 @@ pub struct WarmupConfiguration {
     pub minimum_percent: Option<f64>,
 }
 
+/// Zone-aware routing settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneAwareLoadBalancerSetting {
@@ -487,6 +507,7 @@ pub struct ZoneAwareLoadBalancerSetting {
     pub min_cluster_size: Option<u32>,
 }
 
+/// Ejection of failing endpoints from the pool.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDetection {
@@ -554,6 +575,7 @@ pub struct OutlierDetection {
     pub split_external_local_origin_errors: Option<bool>,
 }
 
+/// Traffic policy for one port of the service.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortTrafficPolicy {
@@ -581,6 +603,7 @@ pub struct PortTrafficPolicy {
     pub tls: Option<ClientTlsSettings>,
 }
 
+/// TLS used by the client side of a connection to the destination.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTlsSettings {
@@ -629,6 +652,7 @@ pub struct ClientTlsSettings {
     pub subject_alt_names: Vec<String>,
 }
 
+/// PROXY protocol header sent upstream.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyProtocol {
@@ -636,6 +660,7 @@ pub struct ProxyProtocol {
     pub version: Option<ProxyProtocolVersion>,
 }
 
+/// Limit on concurrent retries relative to active requests.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudget {
@@ -657,6 +682,7 @@ pub struct RetryBudget {
     pub percent: Option<f64>,
 }
 
+/// Tunnelling of TCP over HTTP CONNECT or POST.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelSettings {
@@ -670,6 +696,7 @@ pub struct TunnelSettings {
     pub target_port: u32,
 }
 
+/// Whether HTTP/1.1 connections are upgraded to HTTP/2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum H2UpgradePolicy {
     #[serde(rename = "DEFAULT")]
@@ -680,6 +707,7 @@ pub enum H2UpgradePolicy {
     Upgrade,
 }
 
+/// Simple load-balancing algorithms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum SimpleLb {
     #[serde(rename = "UNSPECIFIED")]
@@ -696,6 +724,7 @@ pub enum SimpleLb {
     LeastRequest,
 }
 
+/// TLS mode towards the destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ClientTlsMode {
     #[serde(rename = "DISABLE")]
@@ -708,6 +737,7 @@ pub enum ClientTlsMode {
     IstioMutual,
 }
 
+/// PROXY protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ProxyProtocolVersion {
     #[serde(rename = "V1")]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::IstioStatus;
 
+/// A load balancer at the mesh edge: listening servers and the workloads that implement them.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "networking.istio.io",
@@ -35,6 +36,7 @@ pub struct GatewaySpec {
     pub servers: Vec<Server>,
 }
 
+/// One listening port of a gateway with its hosts and TLS.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
@@ -58,6 +60,7 @@ pub struct Server {
     pub tls: Option<ServerTlsSettings>,
 }
 
+/// A port with its number, protocol and name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
@@ -79,6 +82,7 @@ pub struct Port {
     pub target_port: Option<u32>,
 }
 
+/// TLS settings of a server (gateway or sidecar ingress listener).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [{"message": "only one of credentialNames or tlsCertificates can be set", "rule": "(has(self.tlsCertificates) ? 1 : 0) + (has(self.credentialNames) ? 1 : 0) <= 1"}, {"message": "only one of credentialName or credentialNames can be set", "rule": "(has(self.credentialName) ? 1 : 0) + (has(self.credentialNames) ? 1 : 0) <= 1"}, {"message": "only one of credentialName or tlsCertificates can be set", "rule": "(has(self.credentialNames) ? 1 : 0) + (has(self.tlsCertificates) ? 1 : 0) <= 1"}]))]
@@ -184,6 +188,7 @@ pub struct ServerTlsSettings {
     pub verify_certificate_spki: Vec<String>,
 }
 
+/// One certificate/key pair served by a TLS server.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsSettingsTlsCertificate {
@@ -207,6 +212,7 @@ pub struct ServerTlsSettingsTlsCertificate {
     pub server_certificate: Option<String>,
 }
 
+/// TLS protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum TlsProtocol {
     #[serde(rename = "TLS_AUTO")]
@@ -221,6 +227,7 @@ pub enum TlsProtocol {
     Tlsv13,
 }
 
+/// How a server handles TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ServerTlsMode {
     #[serde(rename = "PASSTHROUGH")]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::networking::WorkloadEntrySpec;
 use crate::status::IstioStatus;
 
+/// Adds a service to the mesh's registry (`networking.istio.io` ServiceEntry).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "networking.istio.io",
@@ -67,6 +68,7 @@ pub struct ServiceEntrySpec {
     pub workload_selector: Option<NetworkingWorkloadSelector>,
 }
 
+/// A port of a ServiceEntry.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServicePort {
@@ -88,6 +90,7 @@ pub struct ServicePort {
     pub target_port: Option<u32>,
 }
 
+/// Selects workloads by labels (`labels`, as Sidecar and ServiceEntry write it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkingWorkloadSelector {
@@ -96,6 +99,7 @@ pub struct NetworkingWorkloadSelector {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Whether the service is inside or outside the mesh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ServiceEntryLocation {
     #[serde(rename = "MESH_EXTERNAL")]
@@ -104,6 +108,7 @@ pub enum ServiceEntryLocation {
     MeshInternal,
 }
 
+/// How endpoints of the service are found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ServiceEntryResolution {
     #[serde(rename = "NONE")]

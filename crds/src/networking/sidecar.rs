@@ -9,6 +9,7 @@ use crate::networking::{
 };
 use crate::status::IstioStatus;
 
+/// Scopes what a sidecar proxy listens for and can reach (`networking.istio.io` Sidecar).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "networking.istio.io",
@@ -49,6 +50,7 @@ pub struct SidecarSpec {
     pub workload_selector: Option<NetworkingWorkloadSelector>,
 }
 
+/// Outbound listener of a sidecar and the hosts it may reach.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IstioEgressListener {
@@ -67,6 +69,7 @@ pub struct IstioEgressListener {
     pub port: Option<SidecarPort>,
 }
 
+/// A port of a sidecar listener.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarPort {
@@ -86,6 +89,7 @@ pub struct SidecarPort {
     pub target_port: Option<u32>,
 }
 
+/// Inbound listener of a sidecar.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IstioIngressListener {
@@ -116,6 +120,7 @@ pub struct IstioIngressListener {
     pub tls: Option<ServerTlsSettings>,
 }
 
+/// What the sidecar does with traffic to unknown destinations.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
@@ -129,6 +134,7 @@ pub struct OutboundTrafficPolicy {
     pub mode: Option<OutboundTrafficPolicyMode>,
 }
 
+/// How traffic reaches a sidecar listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum CaptureMode {
     #[serde(rename = "DEFAULT")]
@@ -139,6 +145,7 @@ pub enum CaptureMode {
     None,
 }
 
+/// Treatment of traffic to destinations outside the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum OutboundTrafficPolicyMode {
     #[serde(rename = "REGISTRY_ONLY")]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::IstioStatus;
 
+/// Routing rules for traffic to a set of hosts (`networking.istio.io` VirtualService).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "networking.istio.io",
@@ -42,6 +43,7 @@ pub struct VirtualServiceSpec {
     pub tls: Vec<TlsRoute>,
 }
 
+/// One HTTP route rule: matches, then route/redirect/direct response and per-route policies.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRoute {
@@ -104,6 +106,7 @@ pub struct HttpRoute {
     pub timeout: Option<String>,
 }
 
+/// Cross-origin resource sharing settings of a route.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsPolicy {
@@ -151,6 +154,7 @@ pub struct CorsPolicy {
     pub unmatched_preflights: Option<UnmatchedPreflights>,
 }
 
+/// String match; exactly one of `exact`, `prefix`, `regex` should be set (the validator checks).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["exact"]}, {"required": ["prefix"]}, {"required": ["regex"]}]}}, {"required": ["exact"]}, {"required": ["prefix"]}, {"required": ["regex"]}]))]
@@ -163,6 +167,7 @@ pub struct StringMatch {
     pub regex: Option<String>,
 }
 
+/// Hands the route over to another VirtualService (a delegate without hosts).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Delegate {
@@ -172,6 +177,7 @@ pub struct Delegate {
     pub namespace: Option<String>,
 }
 
+/// A fixed response returned without contacting a destination.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpDirectResponse {
@@ -182,6 +188,7 @@ pub struct HttpDirectResponse {
     pub status: u32,
 }
 
+/// Body of a direct response, as text or base64 bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["string"]}, {"required": ["bytes"]}]}}, {"required": ["string"]}, {"required": ["bytes"]}]))]
@@ -192,6 +199,7 @@ pub struct HttpBody {
     pub string: Option<String>,
 }
 
+/// Faults injected into matching requests.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFaultInjection {
@@ -201,6 +209,7 @@ pub struct HttpFaultInjection {
     pub delay: Option<HttpFaultInjectionDelay>,
 }
 
+/// Aborts a percentage of requests with an HTTP, gRPC or HTTP/2 error.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["httpStatus"]}, {"required": ["grpcStatus"]}, {"required": ["http2Error"]}]}}, {"required": ["httpStatus"]}, {"required": ["grpcStatus"]}, {"required": ["http2Error"]}]))]
@@ -231,6 +240,7 @@ pub struct HttpFaultInjectionAbort {
     pub percentage: Option<Percent>,
 }
 
+/// A percentage in [0, 100] with fractions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Percent {
@@ -238,6 +248,7 @@ pub struct Percent {
     pub value: Option<f64>,
 }
 
+/// Delays a percentage of requests.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["fixedDelay"]}, {"required": ["exponentialDelay"]}]}}, {"required": ["fixedDelay"]}, {"required": ["exponentialDelay"]}]))]
@@ -266,6 +277,7 @@ pub struct HttpFaultInjectionDelay {
     pub percentage: Option<Percent>,
 }
 
+/// Header edits for requests and responses.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Headers {
@@ -275,6 +287,7 @@ pub struct Headers {
     pub response: Option<HeaderOperations>,
 }
 
+/// Set, add or remove headers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOperations {
@@ -286,6 +299,7 @@ pub struct HeaderOperations {
     pub set: BTreeMap<String, String>,
 }
 
+/// Conditions a request must meet for a route to apply (all fields ANDed).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpMatchRequest {
@@ -348,6 +362,7 @@ pub struct HttpMatchRequest {
     pub without_headers: BTreeMap<String, StringMatch>,
 }
 
+/// A service (host), optional subset and port that traffic is sent to.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
@@ -360,6 +375,7 @@ pub struct Destination {
     pub subset: Option<String>,
 }
 
+/// A port by number.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSelector {
@@ -368,6 +384,7 @@ pub struct PortSelector {
     pub number: Option<u32>,
 }
 
+/// A mirror destination with the share of traffic copied to it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
@@ -382,6 +399,7 @@ pub struct HttpMirrorPolicy {
     pub percentage: Option<Percent>,
 }
 
+/// An HTTP redirect response.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["port"]}, {"required": ["derivePort"]}]}}, {"required": ["port"]}, {"required": ["derivePort"]}]))]
@@ -416,6 +434,7 @@ pub struct HttpRedirect {
     pub uri: Option<String>,
 }
 
+/// Retry policy of a route.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRetry {
@@ -449,6 +468,7 @@ pub struct HttpRetry {
     pub retry_remote_localities: Option<bool>,
 }
 
+/// Rewrites applied to the request before it is forwarded.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRewrite {
@@ -464,6 +484,7 @@ pub struct HttpRewrite {
     pub uri_regex_rewrite: Option<RegexRewrite>,
 }
 
+/// Regex-based rewrite of the path.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexRewrite {
@@ -473,6 +494,7 @@ pub struct RegexRewrite {
     pub rewrite: Option<String>,
 }
 
+/// A weighted destination of an HTTP route, with its own header edits.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRouteDestination {
@@ -485,6 +507,7 @@ pub struct HttpRouteDestination {
     pub weight: Option<i32>,
 }
 
+/// One TCP route rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpRoute {
@@ -494,6 +517,7 @@ pub struct TcpRoute {
     pub route: Vec<RouteDestination>,
 }
 
+/// Connection-level match conditions of a TCP route.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L4MatchAttributes {
@@ -528,6 +552,7 @@ pub struct L4MatchAttributes {
     pub source_subnet: Option<String>,
 }
 
+/// A weighted destination of a TCP or TLS route.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteDestination {
@@ -538,6 +563,7 @@ pub struct RouteDestination {
     pub weight: Option<i32>,
 }
 
+/// One TLS (SNI-based) route rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsRoute {
@@ -548,6 +574,7 @@ pub struct TlsRoute {
     pub route: Vec<RouteDestination>,
 }
 
+/// Match conditions of a TLS route.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsMatchAttributes {
@@ -579,6 +606,7 @@ pub struct TlsMatchAttributes {
     pub source_namespace: Option<String>,
 }
 
+/// What happens to CORS preflight requests that match no allowed origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum UnmatchedPreflights {
     #[serde(rename = "UNSPECIFIED")]
@@ -589,6 +617,7 @@ pub enum UnmatchedPreflights {
     Ignore,
 }
 
+/// How a redirect chooses its port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum RedirectPortSelection {
     #[serde(rename = "FROM_PROTOCOL_DEFAULT")]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::networking::WorkloadEntrySpec;
 use crate::status::IstioStatus;
 
+/// A template for WorkloadEntries registered by VMs (`networking.istio.io` WorkloadGroup).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "networking.istio.io",
@@ -36,6 +37,7 @@ pub struct WorkloadGroupSpec {
     pub template: WorkloadEntrySpec,
 }
 
+/// Labels and annotations copied to generated WorkloadEntries.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectMetadata {
@@ -51,6 +53,7 @@ pub struct ObjectMetadata {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Health check for VM workloads; one of `httpGet`, `tcpSocket`, `exec`, `grpc`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["httpGet"]}, {"required": ["tcpSocket"]}, {"required": ["exec"]}, {"required": ["grpc"]}]}}, {"required": ["httpGet"]}, {"required": ["tcpSocket"]}, {"required": ["exec"]}, {"required": ["grpc"]}]))]
@@ -100,6 +103,7 @@ pub struct ReadinessProbe {
     pub timeout_seconds: Option<i32>,
 }
 
+/// Command-based health check.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecHealthCheckConfig {
@@ -108,6 +112,7 @@ pub struct ExecHealthCheckConfig {
     pub command: Vec<String>,
 }
 
+/// gRPC health check.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcHealthCheckConfig {
@@ -118,6 +123,7 @@ pub struct GrpcHealthCheckConfig {
     pub service: Option<String>,
 }
 
+/// HTTP GET health check.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpHealthCheckConfig {
@@ -135,6 +141,7 @@ pub struct HttpHealthCheckConfig {
     pub scheme: Option<String>,
 }
 
+/// A header sent by an HTTP health check.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpHeader {
@@ -145,6 +152,7 @@ pub struct HttpHeader {
     pub value: Option<String>,
 }
 
+/// TCP connect health check.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpHealthCheckConfig {

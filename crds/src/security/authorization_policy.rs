@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{PolicyTargetReference, WorkloadSelector};
 use crate::status::IstioStatus;
 
+/// Access control for workloads (`security.istio.io` AuthorizationPolicy).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "security.istio.io",
@@ -44,6 +45,7 @@ pub struct AuthorizationPolicySpec {
     pub target_refs: Vec<PolicyTargetReference>,
 }
 
+/// External authorizer used by the CUSTOM action.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtensionProvider {
@@ -51,6 +53,7 @@ pub struct ExtensionProvider {
     pub name: Option<String>,
 }
 
+/// A rule: sources, operations and conditions (all must match).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
@@ -63,6 +66,7 @@ pub struct Rule {
     pub when: Vec<Condition>,
 }
 
+/// Source part of a rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFrom {
@@ -70,6 +74,7 @@ pub struct RuleFrom {
     pub source: Option<Source>,
 }
 
+/// Identity of the request's origin.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [{"message": "Cannot set serviceAccounts with namespaces or principals", "rule": "(has(self.serviceAccounts) || has(self.notServiceAccounts)) ? (!has(self.principals) &&\n!has(self.notPrincipals) && !has(self.namespaces) && !has(self.notNamespaces)) : true"}]))]
@@ -146,6 +151,7 @@ pub struct Source {
     pub trust_domains: Vec<String>,
 }
 
+/// Operation part of a rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleTo {
@@ -153,6 +159,7 @@ pub struct RuleTo {
     pub operation: Option<Operation>,
 }
 
+/// What the request does (host, method, path, port).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Operation {
@@ -174,6 +181,7 @@ pub struct Operation {
     pub ports: Vec<String>,
 }
 
+/// An additional request attribute condition.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
@@ -186,6 +194,7 @@ pub struct Condition {
     pub values: Vec<String>,
 }
 
+/// What a matching policy does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum AuthorizationPolicyAction {
     #[serde(rename = "ALLOW")]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::WorkloadSelector;
 use crate::status::IstioStatus;
 
+/// Mutual-TLS requirements for traffic to workloads (`security.istio.io` PeerAuthentication).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "security.istio.io",
@@ -42,6 +43,7 @@ pub struct PeerAuthenticationSpec {
     pub selector: Option<WorkloadSelector>,
 }
 
+/// mTLS settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerAuthenticationMutualTls {
@@ -49,6 +51,7 @@ pub struct PeerAuthenticationMutualTls {
     pub mode: Option<MutualTlsMode>,
 }
 
+/// mTLS mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum MutualTlsMode {
     #[serde(rename = "UNSET")]

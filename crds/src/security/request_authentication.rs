@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{PolicyTargetReference, WorkloadSelector};
 use crate::status::IstioStatus;
 
+/// JWT validation for requests (`security.istio.io` RequestAuthentication).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "security.istio.io",
@@ -37,6 +38,7 @@ pub struct RequestAuthenticationSpec {
     pub target_refs: Vec<PolicyTargetReference>,
 }
 
+/// How tokens of one issuer are found and verified.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [{"message": "only one of jwks or jwksUri can be set", "rule": "(has(self.jwksUri) ? 1 : 0) + (has(self.jwks_uri) ? 1 : 0) + (has(self.jwks) ? 1 : 0) <= 1"}]))]
@@ -95,6 +97,7 @@ pub struct JwtRule {
     pub timeout: Option<String>,
 }
 
+/// A header a token is read from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtHeader {
@@ -105,6 +108,7 @@ pub struct JwtHeader {
     pub prefix: Option<String>,
 }
 
+/// Copies a JWT claim into a request header.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
@@ -116,6 +120,7 @@ pub struct ClaimToHeader {
     pub header: String,
 }
 
+/// Whether a token must be present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum JwtPresence {
     #[serde(rename = "OPTIONAL")]
