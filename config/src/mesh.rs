@@ -78,6 +78,27 @@ pub struct MeshInput {
     pub namespaces: Vec<Namespace>,
 }
 
+impl MeshInput {
+    /// The registries' view with the default mesh config (`istio-system`, `cluster.local`,
+    /// ALLOW_ANY); set `mesh` to change it.
+    pub fn new(
+        istio: Vec<IstioObject>,
+        services: Vec<Service>,
+        endpoint_slices: Vec<EndpointSlice>,
+        pods: Vec<Pod>,
+        namespaces: Vec<Namespace>,
+    ) -> MeshInput {
+        MeshInput {
+            mesh: MeshConfig::default(),
+            istio,
+            services,
+            endpoint_slices,
+            pods,
+            namespaces,
+        }
+    }
+}
+
 /// Something in the input the translator ignored or overrode, named by object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Warning {

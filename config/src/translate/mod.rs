@@ -21,7 +21,8 @@ mod clusters;
 mod listeners;
 mod routes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use halyard_crds::networking::{SidecarSpec, VirtualServiceSpec};
 
@@ -367,19 +368,26 @@ pub fn translate_local(model: &MeshModel, node: &Node) -> ProxyResources {
     out
 }
 
-/// Concatenates a shared and a local part (their names are disjoint).
+/// Concatenates a shared and a local part (their names are disjoint by construction, so only
+/// the order is restored).
 pub fn merge(shared: &ProxyResources, local: &ProxyResources) -> ProxyResources {
-    let mut out = shared.clone();
-    out.listeners.extend(local.listeners.iter().cloned());
-    out.route_configs
-        .extend(local.route_configs.iter().cloned());
-    out.clusters.extend(local.clusters.iter().cloned());
-    out.endpoints.extend(local.endpoints.iter().cloned());
-    out.secrets.extend(local.secrets.iter().cloned());
-    out.authorization
-        .extend(local.authorization.iter().cloned());
-    sort_and_dedup(&mut out);
-    out
+    fn join<T: Clone>(a: &[T], b: &[T], key: impl Fn(&T) -> &str) -> Vec<T> {
+        let mut v = Vec::with_capacity(a.len() + b.len());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+        // Both inputs are sorted: the stable sort only interleaves the few local entries.
+        v.sort_by(|x, y| key(x).cmp(key(y)));
+        v
+    }
+    ProxyResources {
+        version: shared.version.clone(),
+        listeners: join(&shared.listeners, &local.listeners, |l| &l.name),
+        route_configs: join(&shared.route_configs, &local.route_configs, |r| &r.name),
+        clusters: join(&shared.clusters, &local.clusters, |c| &c.name),
+        endpoints: join(&shared.endpoints, &local.endpoints, |e| &e.cluster_name),
+        secrets: join(&shared.secrets, &local.secrets, |s| &s.name),
+        authorization: join(&shared.authorization, &local.authorization, |a| &a.name),
+    }
 }
 
 /// The whole configuration of `node`.
@@ -389,6 +397,78 @@ pub fn translate(model: &MeshModel, node: &Node) -> Result<ProxyResources, Trans
         &translate_shared(model, node),
         &translate_local(model, node),
     ))
+}
+
+/// One model plus a cache of shared parts keyed by [`ScopeKey`]: build one per config change,
+/// call [`Translator::translate`] for every proxy (from any thread). The shared part is computed
+/// once per distinct scope; only the small local part is computed per proxy.
+pub struct Translator {
+    model: Arc<MeshModel>,
+    shared: Mutex<HashMap<ScopeKey, Arc<ProxyResources>>>,
+}
+
+impl Translator {
+    pub fn new(model: impl Into<Arc<MeshModel>>) -> Translator {
+        Translator {
+            model: model.into(),
+            shared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn model(&self) -> &MeshModel {
+        &self.model
+    }
+
+    /// The shared part for `node`, from the cache when another node of the same scope asked
+    /// before.
+    pub fn shared(&self, node: &Node) -> Arc<ProxyResources> {
+        let key = scope_key(&self.model, node);
+        let cached = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(hit) = cached {
+            return hit;
+        }
+        // Computed outside the lock: two threads may race on a new scope; both results are equal.
+        let fresh = Arc::new(translate_shared(&self.model, node));
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(fresh)
+            .clone()
+    }
+
+    /// `node`'s configuration as (shared part, local part), without copying the shared part:
+    /// the discovery server can encode the shared resources once per scope
+    /// (`wire::split` on the `Arc`) and only the local ones per proxy.
+    pub fn parts(
+        &self,
+        node: &Node,
+    ) -> Result<(Arc<ProxyResources>, ProxyResources), TranslateError> {
+        check_node(node)?;
+        Ok((self.shared(node), translate_local(&self.model, node)))
+    }
+
+    /// `node`'s whole configuration (equal to [`translate`]).
+    pub fn translate(&self, node: &Node) -> Result<ProxyResources, TranslateError> {
+        check_node(node)?;
+        Ok(merge(
+            &self.shared(node),
+            &translate_local(&self.model, node),
+        ))
+    }
+
+    /// Number of distinct scopes translated so far.
+    pub fn cached_scopes(&self) -> usize {
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 /// Deterministic output (sorted by name; the first of equal names kept).

@@ -1,7 +1,7 @@
 //! Test inputs: Istio's Bookinfo sample (read from `../shared/istio`, never copied) turned into a
 //! `MeshInput`, proxy nodes, and lookups into `ProxyResources`.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
