@@ -73,6 +73,23 @@ impl Kind {
         Self::ALL.into_iter().find(|k| k.as_str() == kind)
     }
 
+    /// The resource name in API paths (`virtualservices`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "virtualservices",
+            Kind::DestinationRule => "destinationrules",
+            Kind::Gateway => "gateways",
+            Kind::ServiceEntry => "serviceentries",
+            Kind::Sidecar => "sidecars",
+            Kind::WorkloadEntry => "workloadentries",
+            Kind::WorkloadGroup => "workloadgroups",
+            Kind::PeerAuthentication => "peerauthentications",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::RequestAuthentication => "requestauthentications",
+            Kind::MeshInstall => "meshinstalls",
+        }
+    }
+
     /// The API group.
     pub fn group(self) -> &'static str {
         match self {
@@ -220,6 +237,29 @@ impl IstioObject {
         each_variant!(self, o => encode(o.as_ref(), self.kind(), &self.resource_name()))
     }
 }
+
+macro_rules! from_typed {
+    ($($t:ident),*) => {
+        $(impl From<$t> for IstioObject {
+            fn from(o: $t) -> Self {
+                IstioObject::$t(Box::new(o))
+            }
+        })*
+    };
+}
+from_typed!(
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    Sidecar,
+    WorkloadEntry,
+    WorkloadGroup,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication,
+    MeshInstall
+);
 
 /// A parsed object together with the apiVersion it was written at.
 #[derive(Clone, Debug, PartialEq)]
@@ -533,6 +573,27 @@ mod tests {
             parse_object(&json!([1])),
             Err(Error::NotAnObject { .. })
         ));
+    }
+
+    #[test]
+    fn kind_names_agree_with_the_derived_resources() {
+        use kube::Resource;
+        assert_eq!(VirtualService::plural(&()), Kind::VirtualService.plural());
+        assert_eq!(
+            AuthorizationPolicy::plural(&()),
+            Kind::AuthorizationPolicy.plural()
+        );
+        assert_eq!(MeshInstall::plural(&()), Kind::MeshInstall.plural());
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_name(kind.as_str()), Some(kind));
+            let crd = crate::crd::crd_for(kind).unwrap();
+            assert_eq!(crd.spec.names.plural, kind.plural());
+            assert_eq!(crd.spec.group, kind.group());
+            assert_eq!(crd.spec.names.kind, kind.as_str());
+        }
+        let obj: IstioObject = Gateway::new("gw", Default::default()).into();
+        assert_eq!(obj.kind(), Kind::Gateway);
+        assert_eq!(obj.name(), "gw");
     }
 
     #[test]
