@@ -177,7 +177,8 @@ impl<'m> Scope<'m> {
                 let (ens, ehost) = entry.split_once('/').unwrap_or(("*", entry.as_str()));
                 let ns_ok = match ens {
                     "*" => true,
-                    "." => ns == sc.meta.namespace,
+                    // `.` is the proxy's namespace, also for a root-namespace default Sidecar.
+                    "." => ns == self.namespace,
                     "~" => false,
                     other => other == ns,
                 };

@@ -215,3 +215,35 @@ pub fn fqdn(name: &str) -> String {
 pub fn outbound(port: u32, subset: &str, name: &str) -> String {
     format!("outbound|{port}|{subset}|{}", fqdn(name))
 }
+
+/// A mesh from one multi-document YAML: Istio kinds parsed as config, Services and Deployments
+/// as in [`kube_objects`].
+pub fn mesh_from_yaml(text: &str) -> MeshInput {
+    let mut input = MeshInput::default();
+    let mut kube = String::new();
+    let mut istio = String::new();
+    for doc in documents(text) {
+        let is_istio = doc["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.contains("istio.io"));
+        let target = if is_istio { &mut istio } else { &mut kube };
+        target.push_str("---\n");
+        target.push_str(&serde_json::to_string(&doc).unwrap());
+        target.push('\n');
+    }
+    kube_objects(&kube, &mut input);
+    input.istio = istio_objects(&istio);
+    input
+}
+
+pub fn node(id: &str, ns: &str, labels: &[(&str, &str)]) -> Node {
+    Node {
+        id: format!("{id}.{ns}"),
+        namespace: ns.to_string(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
