@@ -1,5 +1,7 @@
 //! Table tests for Istio's translation rules, one rule per test, on small hand-written meshes.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
