@@ -143,6 +143,17 @@ fn prepend_rule(schema: &mut Value, rule: Value) {
 /// Marks a field Istio's schema declares `nullable` (protobuf wrapper types such as BoolValue).
 const NULLABLE_MARKER: &str = "x-halyard-nullable";
 
+/// Formats kept in schemas: OpenAPI's numeric formats and the string formats Kubernetes validates.
+const KNOWN_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "date",
+    "date-time",
+];
+
 /// The structural schema of `T`.
 pub fn schema_of<T: JsonSchema>(kind: Kind) -> Result<Value, Error> {
     let generator = SchemaSettings::openapi3()
@@ -191,6 +202,14 @@ fn structuralize(v: &mut Value, keep_defaults: bool) {
         if let [single] = non_null.as_slice() {
             obj.insert("type".into(), single.clone());
         }
+    }
+    // schemars writes `uint32` and friends; the API server knows only OpenAPI's formats (as Istio uses).
+    if obj
+        .get("format")
+        .and_then(Value::as_str)
+        .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
+    {
+        obj.remove("format");
     }
     if let Some(c) = obj.remove("const") {
         obj.insert("enum".into(), Value::Array(vec![c]));

@@ -144,6 +144,8 @@ struct Node {
 
 const CONSTRAINTS: &[&str] = &[
     "required",
+    "format",
+    "nullable",
     "minimum",
     "maximum",
     "minLength",
@@ -274,6 +276,9 @@ fn schema_covers_istio_schema() {
             let mut my_paths = BTreeMap::new();
             paths(&tv["schema"]["openAPIV3Schema"], "", &mut their_paths);
             paths(&mv["schema"]["openAPIV3Schema"], "", &mut my_paths);
+            for path in my_paths.keys().filter(|p| !their_paths.contains_key(*p)) {
+                problems.push(format!("{kind} {name}: {path} is not in Istio's schema"));
+            }
             for (path, theirs) in &their_paths {
                 compared += 1;
                 let Some(mine) = my_paths.get(path) else {
@@ -294,6 +299,12 @@ fn schema_covers_istio_schema() {
                 }
                 if mine.int_or_string != theirs.int_or_string {
                     problems.push(format!("{kind} {name}: {path} int-or-string differs"));
+                }
+                // Nothing stricter than Istio either: a constraint Istio lacks could refuse valid config.
+                for key in mine.constraints.keys() {
+                    if !theirs.constraints.contains_key(key) {
+                        problems.push(format!("{kind} {name}: {path} has {key}, Istio does not"));
+                    }
                 }
                 for (key, value) in &theirs.constraints {
                     if mine.constraints.get(key) != Some(value) {

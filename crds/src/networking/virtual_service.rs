@@ -193,7 +193,9 @@ pub struct HttpDirectResponse {
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["string"]}, {"required": ["bytes"]}]}}, {"required": ["string"]}, {"required": ["bytes"]}]))]
 pub struct HttpBody {
+    /// Base64 as in protobuf JSON; kept as written.
     #[serde(rename = "bytes", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "byte"))]
     pub bytes: Option<String>,
     #[serde(rename = "string", default, skip_serializing_if = "Option::is_none")]
     pub string: Option<String>,
