@@ -325,3 +325,105 @@ fn schema_covers_istio_schema() {
     );
     assert!(compared > 2000, "compared only {compared} paths");
 }
+
+/// Checks `value` against a structural schema node the way the API server checks defaults: type, enum,
+/// range, and every key of an object being a known property. Returns the first problem.
+fn default_problem(schema: &Value, value: &Value, path: &str) -> Option<String> {
+    let ty = schema.get("type").and_then(Value::as_str);
+    let type_ok = match (ty, value) {
+        (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
+        (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
+        (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (Some("number"), Value::Number(_)) => true,
+        (None, _) => true,
+        _ => false,
+    };
+    if !type_ok {
+        return Some(format!("{path}: {value} is not of type {ty:?}"));
+    }
+    if let Some(Value::Array(allowed)) = schema.get("enum")
+        && !allowed.contains(value)
+    {
+        return Some(format!("{path}: {value} not in {allowed:?}"));
+    }
+    if let Some(n) = value.as_f64() {
+        if schema
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n < m)
+        {
+            return Some(format!("{path}: {n} below minimum"));
+        }
+        if schema
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n > m)
+        {
+            return Some(format!("{path}: {n} above maximum"));
+        }
+    }
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            let sub = schema
+                .get("properties")
+                .and_then(|p| p.get(k))
+                .or_else(|| schema.get("additionalProperties"));
+            match sub {
+                Some(sub) => {
+                    if let Some(p) = default_problem(sub, v, &format!("{path}.{k}")) {
+                        return Some(p);
+                    }
+                }
+                None => return Some(format!("{path}: unknown key {k}")),
+            }
+        }
+    }
+    None
+}
+
+fn check_defaults(schema: &Value, path: &str, out: &mut Vec<String>) {
+    if let Some(d) = schema.get("default")
+        && let Some(p) = default_problem(schema, d, path)
+    {
+        out.push(p);
+    }
+    if let Some(Value::Object(props)) = schema.get("properties") {
+        for (k, v) in props {
+            check_defaults(v, &format!("{path}.{k}"), out);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub @ Value::Object(_)) = schema.get(key) {
+            check_defaults(sub, &format!("{path}[]"), out);
+        }
+    }
+}
+
+#[test]
+fn defaults_validate_against_their_schema() {
+    let mut problems = Vec::new();
+    let mut with_defaults = 0;
+    for crd in all_crds().unwrap() {
+        for v in &crd.spec.versions {
+            let schema = serde_json::to_value(v.schema.as_ref().unwrap()).unwrap();
+            let text = schema.to_string();
+            with_defaults += text.matches("\"default\":").count();
+            check_defaults(&schema["openAPIV3Schema"], "", &mut problems);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // MeshInstall has real defaults (namespace istio-system, ...); Istio's kinds have none.
+    assert!(with_defaults > 10, "{with_defaults}");
+    let not_mesh: usize = all_crds()
+        .unwrap()
+        .iter()
+        .filter(|c| c.spec.group != "install.halyard.dev")
+        .map(|c| {
+            serde_json::to_string(&c.spec.versions)
+                .unwrap()
+                .matches("\"default\":")
+                .count()
+        })
+        .sum();
+    assert_eq!(not_mesh, 0, "Istio's kinds must not gain defaults");
+}
