@@ -7,6 +7,12 @@
 //! - [`wire`]: splitting a snapshot into per-type discovery resources and assembling it back.
 //! - [`static_config`]: YAML/JSON reading and writing of resources.
 //! - [`ClusterName`]: Istio's cluster names, built and parsed in one place.
+//! - [`mesh`]: the mesh model, built once per change from Istio config, Kubernetes objects and
+//!   mesh config ([`mesh::MeshInput`] -> [`mesh::MeshModel`]).
+//! - [`translate`]: the pure translator, model + [`discovery::Node`] -> [`ProxyResources`], split
+//!   into a part shared per scope ([`translate::ScopeKey`]) and a small per-proxy part;
+//!   [`translate::Translator`] caches the shared part.
+//! - [`Error`]: every error of the crate.
 
 /// Generated from `proto/halyard/discovery/v1/discovery.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -24,6 +30,7 @@ pub mod resources {
 // Adapters for enum field shapes (optional, repeated) the schema may not use yet.
 #[allow(dead_code)]
 mod enum_serde;
+mod error;
 pub mod mesh;
 mod names;
 // The generated adapters cover only the enum field shapes the schema uses.
@@ -36,5 +43,6 @@ pub mod translate;
 pub mod type_urls;
 pub mod wire;
 
-pub use names::{ClusterName, NameError};
+pub use error::{Error, FormatError, NameError, TranslateError, WireError};
+pub use names::ClusterName;
 pub use resources::ProxyResources;
