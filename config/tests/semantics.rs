@@ -991,3 +991,38 @@ fn shared_and_local_parts_compose_the_whole() {
     .unwrap_err();
     assert!(err.to_string().contains("namespace"), "{err}");
 }
+
+#[test]
+fn cluster_domain_hosts_get_short_names_whatever_their_source() {
+    let input = mesh(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: local-svc, namespace: default}
+spec:
+  hosts: [local-svc]
+  addresses: [127.10.0.9]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.10.1.9}]
+"#,
+    );
+    // (proxy app, domain, served)
+    let cases = [
+        ("client", "local-svc:9080", true),
+        ("client", "local-svc.default:9080", true),
+        ("client", "127.10.0.9:9080", true),
+        ("other-client", "local-svc.default.svc:9080", true),
+        ("other-client", "local-svc:9080", false),
+    ];
+    for (app, domain, served) in cases {
+        let res = run(&input, app);
+        let rc = res.route_configs.iter().find(|r| r.name == "9080").unwrap();
+        let found = rc.virtual_hosts.iter().any(|v| {
+            v.name == "local-svc.default.svc.cluster.local:9080"
+                && v.domains.iter().any(|d| d == domain)
+        });
+        assert_eq!(found, served, "{app} {domain}");
+    }
+}

@@ -91,16 +91,24 @@ fn prefix(addr: &str) -> String {
     }
 }
 
-/// Host names a sidecar in `scope` may use for `svc` on `port`: the short name (same
-/// namespace only), `name.ns`, `name.ns.svc`, the FQDN and the VIPs, each with and without port.
+/// Host names a sidecar in `scope` may use for `svc` on `port`: for hosts in the cluster domain
+/// (`name.ns.svc.<suffix>`, Kubernetes Services and ServiceEntries alike) the short name (same
+/// namespace only), `name.ns` and `name.ns.svc`; then the host and the VIPs; each with and
+/// without port.
 fn domains(scope: &Scope<'_>, svc: &ServiceInfo, port: u32) -> Vec<String> {
     let mut names = Vec::new();
-    if let Some(name) = &svc.kube_name {
-        if svc.namespace == scope.namespace {
-            names.push(name.clone());
+    let cluster_domain = format!(".svc.{}", scope.model.mesh_config().domain_suffix);
+    if let Some((name, ns)) = svc
+        .host
+        .strip_suffix(&cluster_domain)
+        .and_then(|h| h.split_once('.'))
+        .filter(|(_, ns)| !ns.contains('.'))
+    {
+        if ns == scope.namespace {
+            names.push(name.to_string());
         }
-        names.push(format!("{name}.{}", svc.namespace));
-        names.push(format!("{name}.{}.svc", svc.namespace));
+        names.push(format!("{name}.{ns}"));
+        names.push(format!("{name}.{ns}.svc"));
     }
     names.push(svc.host.clone());
     names.extend(svc.addresses.iter().filter(|a| !a.contains('/')).cloned());
