@@ -29,6 +29,7 @@ pub const CONDITION_READY: &str = "Ready";
     group = "install.halyard.dev",
     version = "v1alpha1",
     kind = "MeshInstall",
+    doc = "A halyard mesh installation (cluster-scoped, `install.halyard.dev/v1alpha1`).",
     plural = "meshinstalls",
     singular = "meshinstall",
     status = "MeshInstallStatus",

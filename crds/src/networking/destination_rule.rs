@@ -16,6 +16,7 @@ use crate::status::IstioStatus;
     group = "networking.istio.io",
     version = "v1",
     kind = "DestinationRule",
+    doc = "Istio DestinationRule: subsets and traffic policy of a service. Served as v1, v1beta1, v1alpha3.",
     plural = "destinationrules",
     singular = "destinationrule",
     namespaced,

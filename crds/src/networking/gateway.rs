@@ -14,6 +14,7 @@ use crate::status::IstioStatus;
     group = "networking.istio.io",
     version = "v1",
     kind = "Gateway",
+    doc = "Istio Gateway: ports, hosts and TLS of an edge proxy. Served as v1, v1beta1, v1alpha3.",
     plural = "gateways",
     singular = "gateway",
     namespaced,

@@ -15,6 +15,7 @@ use crate::status::IstioStatus;
     group = "networking.istio.io",
     version = "v1",
     kind = "ServiceEntry",
+    doc = "Istio ServiceEntry: a service added to the registry. Served as v1, v1beta1, v1alpha3.",
     plural = "serviceentries",
     singular = "serviceentry",
     namespaced,

@@ -15,6 +15,7 @@ use crate::status::IstioStatus;
     group = "networking.istio.io",
     version = "v1",
     kind = "Sidecar",
+    doc = "Istio Sidecar: the listeners and reachable hosts of sidecar proxies. Served as v1, v1beta1, v1alpha3.",
     plural = "sidecars",
     singular = "sidecar",
     namespaced,

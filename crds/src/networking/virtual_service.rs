@@ -14,6 +14,7 @@ use crate::status::IstioStatus;
     group = "networking.istio.io",
     version = "v1",
     kind = "VirtualService",
+    doc = "Istio VirtualService: how requests to a set of hosts are routed. Served as v1, v1beta1, v1alpha3.",
     plural = "virtualservices",
     singular = "virtualservice",
     namespaced,

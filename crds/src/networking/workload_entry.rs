@@ -16,6 +16,7 @@ use crate::status::IstioStatus;
     group = "networking.istio.io",
     version = "v1",
     kind = "WorkloadEntry",
+    doc = "Istio WorkloadEntry: a workload outside Kubernetes. Served as v1, v1beta1, v1alpha3.",
     plural = "workloadentries",
     singular = "workloadentry",
     namespaced,

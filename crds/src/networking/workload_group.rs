@@ -15,6 +15,7 @@ use crate::status::IstioStatus;
     group = "networking.istio.io",
     version = "v1",
     kind = "WorkloadGroup",
+    doc = "Istio WorkloadGroup: template for auto-registered WorkloadEntries. Served as v1, v1beta1, v1alpha3.",
     plural = "workloadgroups",
     singular = "workloadgroup",
     namespaced,

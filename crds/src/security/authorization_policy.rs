@@ -13,6 +13,7 @@ use crate::status::IstioStatus;
     group = "security.istio.io",
     version = "v1",
     kind = "AuthorizationPolicy",
+    doc = "Istio AuthorizationPolicy: access control for workloads. Served as v1, v1beta1.",
     plural = "authorizationpolicies",
     singular = "authorizationpolicy",
     namespaced,

@@ -15,6 +15,7 @@ use crate::status::IstioStatus;
     group = "security.istio.io",
     version = "v1",
     kind = "PeerAuthentication",
+    doc = "Istio PeerAuthentication: mTLS mode for workloads. Served as v1, v1beta1.",
     plural = "peerauthentications",
     singular = "peerauthentication",
     namespaced,

@@ -13,6 +13,7 @@ use crate::status::IstioStatus;
     group = "security.istio.io",
     version = "v1",
     kind = "RequestAuthentication",
+    doc = "Istio RequestAuthentication: JWT rules for workloads. Served as v1, v1beta1.",
     plural = "requestauthentications",
     singular = "requestauthentication",
     namespaced,
