@@ -510,6 +510,7 @@ impl MeshModel {
             .sort_by(|a, b| a.meta.age_key().cmp(&b.meta.age_key()));
 
         report_virtual_service_conflicts(&model.virtual_services, &mut b.warnings);
+        report_unknown_destinations(&model, &mut b);
         b.warnings.sort();
         b.warnings.dedup();
         model.warnings = b.warnings;
@@ -679,6 +680,43 @@ fn report_virtual_service_conflicts(vss: &[Cfg<VirtualServiceSpec>], warnings: &
                     }
                 }
             }
+        }
+    }
+}
+
+/// Destinations naming a host no Service or ServiceEntry provides (requests there get 503).
+fn report_unknown_destinations(model: &MeshModel, b: &mut Builder) {
+    let known: BTreeSet<&str> = model.services.iter().map(|s| s.host.as_str()).collect();
+    for vs in &model.virtual_services {
+        let dests = vs
+            .spec
+            .http
+            .iter()
+            .flat_map(|r| r.route.iter().map(|d| &d.destination))
+            .chain(
+                vs.spec
+                    .tcp
+                    .iter()
+                    .flat_map(|r| r.route.iter().map(|d| &d.destination)),
+            )
+            .chain(
+                vs.spec
+                    .tls
+                    .iter()
+                    .flat_map(|r| r.route.iter().map(|d| &d.destination)),
+            );
+        let mut missing = BTreeSet::new();
+        for d in dests {
+            let host = b.fqdn(&d.host, &vs.meta.namespace);
+            if !known.contains(host.as_str()) {
+                missing.insert(host);
+            }
+        }
+        for host in missing {
+            b.warn(
+                &vs.meta,
+                &format!("destination host {host:?} is not in the service registry; requests routed there fail with 503"),
+            );
         }
     }
 }

@@ -1026,3 +1026,48 @@ spec:
         assert_eq!(found, served, "{app} {domain}");
     }
 }
+
+#[test]
+fn gateway_listens_on_its_service_target_port() {
+    let input = mesh(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec: {selector: {istio: ingressgateway}, ports: [{name: http2, port: 80, targetPort: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}, {port: {number: 81, name: http-81, protocol: HTTP}, hosts: ["*"]}]
+"#,
+    );
+    let res = translate(&MeshModel::build(&input), &ingress_gateway()).unwrap();
+    let ports: Vec<u32> = res.listeners.iter().map(|l| l.port).collect();
+    // (server port -> listener port): mapped by the Service, else the server port itself.
+    assert_eq!(ports, [8080, 81]);
+}
+
+#[test]
+fn unknown_destinations_are_reported() {
+    let input = mesh(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: typo, namespace: default}
+spec: {hosts: [reviews], http: [{route: [{destination: {host: reveiws}}]}]}
+"#,
+    );
+    let model = MeshModel::build(&input);
+    let w: Vec<String> = model.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "VirtualService default/typo: destination host \"reveiws.default.svc.cluster.local\""
+        ),
+        "{}",
+        w[0]
+    );
+}

@@ -1014,6 +1014,29 @@ fn gateway_l4_chains(
     chains
 }
 
+/// Istio listens on the gateway Service's target port for a server port (Service port 80 ->
+/// pod port 8080, so the gateway needs no privileged port); the server port when no Service of
+/// the gateway's namespace selecting it maps the port.
+fn gateway_target_port(scope: &Scope<'_>, port: u32) -> u32 {
+    scope
+        .model
+        .services
+        .iter()
+        .filter(|s| {
+            s.kube_name.is_some()
+                && s.namespace == scope.namespace
+                && s.selector
+                    .as_ref()
+                    .is_some_and(|sel| !sel.is_empty() && selector_matches(sel, scope.labels))
+        })
+        .filter_map(|s| s.port(port))
+        .find_map(|p| match p.target {
+            TargetPort::Number(n) => Some(n),
+            TargetPort::Name(_) => None,
+        })
+        .unwrap_or(port)
+}
+
 pub(crate) fn gateway(scope: &Scope<'_>, out: &mut ProxyResources) {
     // Listen port -> (address, chains, plaintext HTTP virtual hosts).
     struct Port {
@@ -1028,7 +1051,10 @@ pub(crate) fn gateway(scope: &Scope<'_>, out: &mut ProxyResources) {
         let gw = &scope.model.gateways[*gi];
         let gw_name = format!("{}/{}", gw.meta.namespace, gw.meta.name);
         for server in &gw.spec.servers {
-            let listen = server.port.target_port.unwrap_or(server.port.number);
+            let listen = server
+                .port
+                .target_port
+                .unwrap_or_else(|| gateway_target_port(scope, server.port.number));
             let entry = ports.entry(listen).or_insert_with(|| Port {
                 address: server
                     .bind
