@@ -1071,3 +1071,62 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reveiws}}]}]}
         w[0]
     );
 }
+
+#[test]
+fn endpoint_slices_give_ports_health_and_identity() {
+    let input = mesh(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default}
+spec: {selector: {app: api}, ports: [{name: http, port: 80, targetPort: web}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-a, namespace: default, labels: {app: api, security.istio.io/tlsMode: istio, topology.kubernetes.io/region: eu}}
+spec: {serviceAccountName: api-sa, containers: [{name: c, ports: [{name: web, containerPort: 8081}]}]}
+status: {podIP: 10.5.0.1}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-x1, namespace: default, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 8081}]
+endpoints:
+- {addresses: [10.5.0.1], conditions: {ready: true}, zone: eu-1a, targetRef: {kind: Pod, name: api-a, namespace: default}}
+- {addresses: [10.5.0.2], conditions: {ready: false, terminating: true}}
+- {addresses: [10.5.0.3], conditions: {ready: false}}
+"#,
+    );
+    let res = run(&input, "client");
+    let eps = &endpoints(&res, "outbound|80||api.default.svc.cluster.local").endpoints;
+    // (address, port, health, identity, mesh_tls, locality)
+    let got: Vec<(&str, u32, &str, &str, bool, &str)> = eps
+        .iter()
+        .map(|e| {
+            (
+                e.address.as_str(),
+                e.port,
+                e.health().as_str_name(),
+                e.identity.as_str(),
+                e.mesh_tls,
+                e.locality.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "10.5.0.1",
+                8081,
+                "HEALTHY",
+                "spiffe://cluster.local/ns/default/sa/api-sa",
+                true,
+                "eu/eu-1a/"
+            ),
+            ("10.5.0.2", 8081, "DRAINING", "", false, ""),
+            ("10.5.0.3", 8081, "UNHEALTHY", "", false, ""),
+        ]
+    );
+}

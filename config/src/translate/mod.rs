@@ -75,7 +75,10 @@ impl<'m> Scope<'m> {
         let namespace = node.namespace.as_str();
         let labels = &node.labels;
         let router = node.proxy_type() == ProxyType::Router;
-        let sidecar = select_sidecar(model, namespace, labels);
+        // Sidecar resources configure sidecars only, never gateways.
+        let sidecar = (!router)
+            .then(|| select_sidecar(model, namespace, labels))
+            .flatten();
         let gateways = if router {
             model
                 .gateways

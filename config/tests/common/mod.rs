@@ -99,6 +99,13 @@ pub fn kube_objects(text: &str, input: &mut MeshInput) {
                     .pods
                     .push(serde_json::from_value::<Pod>(pod).expect("Pod"));
             }
+            Some("EndpointSlice") => input.endpoint_slices.push(
+                serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(v)
+                    .expect("EndpointSlice"),
+            ),
+            Some("Pod") => input
+                .pods
+                .push(serde_json::from_value::<Pod>(v).expect("Pod")),
             _ => {}
         }
     }
