@@ -1130,3 +1130,62 @@ endpoints:
         ]
     );
 }
+
+#[test]
+fn mounted_certificate_files_become_secrets() {
+    let input = mesh(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: MUTUAL, serverCertificate: /etc/certs/tls.crt, privateKey: /etc/certs/tls.key, caCertificates: /etc/certs/ca.crt}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db-mtls, namespace: default}
+spec:
+  host: db
+  trafficPolicy:
+    tls: {mode: MUTUAL, clientCertificate: /c/cert.pem, privateKey: /c/key.pem, caCertificates: /c/ca.pem, sni: db.internal, subjectAltNames: [db.internal]}
+"#,
+    );
+    let model = MeshModel::build(&input);
+    let gw = translate(&model, &ingress_gateway()).unwrap();
+    let chain = &capture(&gw, 443).filter_chains[0];
+    let tls = chain.tls.as_ref().unwrap();
+    assert_eq!(
+        tls.certificate_secret,
+        "file-cert:/etc/certs/tls.crt~/etc/certs/tls.key"
+    );
+    assert_eq!(tls.validation_secret, "file-root:/etc/certs/ca.crt");
+    let names: Vec<&str> = gw.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"file-cert:/etc/certs/tls.crt~/etc/certs/tls.key"),
+        "{names:?}"
+    );
+    assert!(
+        gw.secrets.iter().all(|s| s.config.ends_with("/gateway/gw")
+            || s.config.ends_with("/destination-rule/db-mtls"))
+    );
+
+    let side = run(&input, "client");
+    let c = cluster(&side, "outbound|5432||db.default.svc.cluster.local");
+    let t = c.tls.as_ref().unwrap();
+    assert_eq!(t.mode(), upstream_tls::Mode::Mutual);
+    assert_eq!(
+        (t.sni.as_str(), t.subject_alt_names.as_slice()),
+        ("db.internal", &["db.internal".to_string()][..])
+    );
+    assert_eq!(t.certificate_secret, "file-cert:/c/cert.pem~/c/key.pem");
+    let s = side
+        .secrets
+        .iter()
+        .find(|s| s.name == t.validation_secret)
+        .unwrap();
+    assert!(s.config.ends_with("/destination-rule/db-mtls"));
+}

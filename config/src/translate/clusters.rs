@@ -237,7 +237,15 @@ fn build(
         svc.subject_alt_names.clone()
     };
     let sni = format!("outbound_.{port}_.{subset_name}_.{}", svc.host);
-    let tls = upstream_tls(scope, svc, policy.tls.as_ref(), &identities, &sni, out);
+    let tls = upstream_tls(
+        scope,
+        svc,
+        policy.tls.as_ref(),
+        &identities,
+        &sni,
+        &config,
+        out,
+    );
 
     out.clusters.push(Cluster {
         name: name.clone(),
@@ -401,7 +409,12 @@ fn outlier(o: &IstioOutlier) -> OutlierDetection {
 }
 
 /// Secret name for mounted files, emitting the Secret that points the proxy at them.
-pub(crate) fn file_cert_secret(cert: &str, key: &str, out: &mut ProxyResources) -> String {
+pub(crate) fn file_cert_secret(
+    cert: &str,
+    key: &str,
+    config: &str,
+    out: &mut ProxyResources,
+) -> String {
     let name = format!("file-cert:{cert}~{key}");
     out.secrets.push(Secret {
         name: name.clone(),
@@ -410,12 +423,12 @@ pub(crate) fn file_cert_secret(cert: &str, key: &str, out: &mut ProxyResources) 
             private_key_file: key.to_string(),
             ..Default::default()
         })),
-        config: String::new(),
+        config: config.to_string(),
     });
     name
 }
 
-pub(crate) fn file_root_secret(ca: &str, out: &mut ProxyResources) -> String {
+pub(crate) fn file_root_secret(ca: &str, config: &str, out: &mut ProxyResources) -> String {
     let name = format!("file-root:{ca}");
     out.secrets.push(Secret {
         name: name.clone(),
@@ -423,7 +436,7 @@ pub(crate) fn file_root_secret(ca: &str, out: &mut ProxyResources) -> String {
             trusted_ca_file: ca.to_string(),
             ..Default::default()
         })),
-        config: String::new(),
+        config: config.to_string(),
     });
     name
 }
@@ -434,6 +447,7 @@ fn upstream_tls(
     tls: Option<&ClientTlsSettings>,
     identities: &[String],
     sni: &str,
+    config: &str,
     out: &mut ProxyResources,
 ) -> UpstreamTls {
     let istio_mutual = |mode: upstream_tls::Mode| UpstreamTls {
@@ -476,13 +490,13 @@ fn upstream_tls(
                 ),
                 None => {
                     let cert = match (&tls.client_certificate, &tls.private_key) {
-                        (Some(c), Some(k)) if mutual => file_cert_secret(c, k, out),
+                        (Some(c), Some(k)) if mutual => file_cert_secret(c, k, config, out),
                         _ => String::new(),
                     };
                     let ca = tls
                         .ca_certificates
                         .as_deref()
-                        .map(|ca| file_root_secret(ca, out))
+                        .map(|ca| file_root_secret(ca, config, out))
                         .unwrap_or_default();
                     (cert, ca)
                 }

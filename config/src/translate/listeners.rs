@@ -883,7 +883,7 @@ fn tls_version(v: Option<TlsProtocol>) -> String {
 }
 
 /// TLS a gateway server terminates; `None` for passthrough or plaintext.
-fn server_tls(server: &Server, out: &mut ProxyResources) -> Option<DownstreamTls> {
+fn server_tls(server: &Server, config: &str, out: &mut ProxyResources) -> Option<DownstreamTls> {
     let tls = server.tls.as_ref()?;
     let mode = match tls.mode? {
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => return None,
@@ -911,13 +911,13 @@ fn server_tls(server: &Server, out: &mut ProxyResources) -> Option<DownstreamTls
         ),
         None => {
             let cert = match (&tls.server_certificate, &tls.private_key) {
-                (Some(c), Some(k)) => file_cert_secret(c, k, out),
+                (Some(c), Some(k)) => file_cert_secret(c, k, config, out),
                 _ => String::new(),
             };
             let ca = tls
                 .ca_certificates
                 .as_deref()
-                .map(|ca| file_root_secret(ca, out))
+                .map(|ca| file_root_secret(ca, config, out))
                 .unwrap_or_default();
             (cert, ca)
         }
@@ -1072,7 +1072,7 @@ pub(crate) fn gateway(scope: &Scope<'_>, out: &mut ProxyResources) {
                     ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
                 )
             });
-            let tls = server_tls(server, out);
+            let tls = server_tls(server, &gw.meta.origin, out);
             if is_http(protocol) && tls.is_none() {
                 let hosts = gateway_virtual_hosts(
                     scope,
