@@ -1,1 +1,236 @@
-fn main() {}
+//! `cargo bench -p halyard-webhook --bench inject`
+//!
+//! 1. Injection patch computation per pod (decision + injected pod + RFC 6902 diff), against a baseline
+//!    measured in the same run: a serde_json parse + serialize of the same pod.
+//! 2. HTTPS review latency p50/p99 with 200 concurrent connections on loopback, against `/healthz` over the
+//!    same connections as the baseline (TLS + HTTP cost without review work).
+//!
+//! Numbers are printed with their ratio to the baseline; nothing here asserts on time.
+
+#![allow(clippy::unwrap_used)] // a benchmark may unwrap
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use halyard_webhook::Injector;
+use halyard_webhook::inject::PodContext;
+use halyard_webhook::server::{self, AppState, ServerOptions};
+use halyard_webhook::tls::ReloadingCertResolver;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::{Value, json};
+
+fn pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "reviews-v1-7d8f9-abcde", "namespace": "bookinfo",
+            "labels": {"app": "reviews", "version": "v1", "pod-template-hash": "7d8f9"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "reviews-v1-7d8f9", "controller": true}]},
+        "spec": {
+            "serviceAccountName": "bookinfo-reviews",
+            "containers": [
+                {"name": "reviews", "image": "docker.io/istio/examples-bookinfo-reviews-v1:1.20.2",
+                 "ports": [{"name": "http", "containerPort": 9080}],
+                 "env": [{"name": "LOG_DIR", "value": "/tmp/logs"}],
+                 "livenessProbe": {"httpGet": {"port": "http", "path": "/health"}, "periodSeconds": 5},
+                 "readinessProbe": {"tcpSocket": {"port": 9080}},
+                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]},
+                {"name": "logger", "image": "busybox", "command": ["sh", "-c", "tail -f /tmp/logs/*"]}
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}]
+        }
+    })
+}
+
+/// Average time per call of `f` over enough iterations to take ~`budget`.
+fn per_call(budget: Duration, mut f: impl FnMut()) -> Duration {
+    for _ in 0..200 {
+        f();
+    }
+    let mut n = 0u32;
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        for _ in 0..100 {
+            f();
+        }
+        n += 100;
+    }
+    start.elapsed() / n
+}
+
+fn bench_patch() {
+    let injector = Injector::builtin().unwrap();
+    let pod = pod();
+    let bytes = serde_json::to_vec(&pod).unwrap();
+    let ctx = PodContext::default();
+    let baseline = per_call(Duration::from_secs(2), || {
+        let v: Value = serde_json::from_slice(black_box(&bytes)).unwrap();
+        black_box(serde_json::to_vec(&v).unwrap());
+    });
+    let patch = per_call(Duration::from_secs(2), || {
+        black_box(injector.patch(black_box(&pod), &ctx).unwrap());
+    });
+    let inject_only = per_call(Duration::from_secs(1), || {
+        black_box(injector.inject(black_box(&pod), &ctx).unwrap());
+    });
+    let (_, p) = injector.patch(&pod, &ctx).unwrap();
+    println!(
+        "injection patch computation per pod ({} patch operations):",
+        p.0.len()
+    );
+    println!(
+        "  baseline  serde_json parse+serialize of the pod: {:>8.2} µs",
+        baseline.as_secs_f64() * 1e6
+    );
+    println!(
+        "  halyard   decision + injected pod + JSON patch:  {:>8.2} µs",
+        patch.as_secs_f64() * 1e6
+    );
+    println!(
+        "            of which building the injected pod:  {:>8.2} µs (the rest is the RFC 6902 diff)",
+        inject_only.as_secs_f64() * 1e6
+    );
+    println!(
+        "  ratio     {:.1}x the baseline (target: under 50 µs per pod)",
+        patch.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
+
+fn review_body(i: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": format!("bench-{i}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "operation": "CREATE", "namespace": "bookinfo", "object": pod()}
+    }))
+    .unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// 200 connections, each sending `per_conn` requests back to back; returns sorted latencies.
+async fn load(
+    addr: std::net::SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+    path: &'static str,
+    concurrency: usize,
+    per_conn: usize,
+) -> Vec<Duration> {
+    let mut senders = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
+    let body = Bytes::from(review_body(0));
+    let start = Arc::new(tokio::sync::Barrier::new(concurrency));
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            let body = body.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let mut lat = Vec::with_capacity(per_conn);
+                for _ in 0..per_conn {
+                    let req = if path == "/inject" {
+                        Request::post(path)
+                            .header("content-type", "application/json")
+                            .body(Full::new(body.clone()))
+                    } else {
+                        Request::get(path).body(Full::new(Bytes::new()))
+                    }
+                    .unwrap();
+                    let t = Instant::now();
+                    let resp = sender.send_request(req).await.unwrap();
+                    assert!(resp.status().is_success());
+                    resp.into_body().collect().await.unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+fn bench_https() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tls.crt"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("tls.key"), ck.signing_key.serialize_pem()).unwrap();
+        let resolver = Arc::new(
+            ReloadingCertResolver::new(dir.path().join("tls.crt"), dir.path().join("tls.key"))
+                .unwrap(),
+        );
+        let tls = resolver.server_config().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(Injector::builtin().unwrap(), ServerOptions::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(listener, tls, state, async {
+            let _ = stopped.await;
+        }));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+
+        let (concurrency, per_conn) = (200, 25);
+        let base = load(addr, connector.clone(), "/healthz", concurrency, per_conn).await;
+        let inject = load(addr, connector, "/inject", concurrency, per_conn).await;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "HTTPS latency, {concurrency} concurrent connections x {per_conn} requests on loopback:"
+        );
+        for (name, l) in [("baseline /healthz", &base), ("/inject review  ", &inject)] {
+            println!(
+                "  {name}  p50 {:>7.3} ms  p99 {:>7.3} ms",
+                ms(percentile(l, 0.50)),
+                ms(percentile(l, 0.99))
+            );
+        }
+        println!(
+            "  ratio /inject vs /healthz: p50 {:.2}x  p99 {:.2}x",
+            ms(percentile(&inject, 0.50)) / ms(percentile(&base, 0.50)),
+            ms(percentile(&inject, 0.99)) / ms(percentile(&base, 0.99))
+        );
+        let _ = stop.send(());
+        let _ = server.await;
+    });
+}
+
+fn main() {
+    bench_patch();
+    if std::env::var("HALYARD_BENCH_SKIP_HTTPS").is_err() {
+        bench_https();
+    }
+}
