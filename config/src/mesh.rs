@@ -289,6 +289,8 @@ pub(crate) struct PodInfo {
 pub struct MeshModel {
     pub(crate) mesh: MeshConfig,
     pub(crate) services: Vec<ServiceInfo>,
+    /// Host -> index of its first service (hosts are sorted, so the same each build).
+    pub(crate) service_by_host: HashMap<String, usize>,
     pub(crate) virtual_services: Vec<Cfg<VirtualServiceSpec>>,
     pub(crate) destination_rules: Vec<Cfg<DestinationRuleSpec>>,
     pub(crate) gateways: Vec<Cfg<GatewaySpec>>,
@@ -337,6 +339,7 @@ impl MeshModel {
         let mut model = MeshModel {
             mesh: input.mesh.clone(),
             services: Vec::new(),
+            service_by_host: HashMap::new(),
             virtual_services: Vec::new(),
             destination_rules: Vec::new(),
             gateways: Vec::new(),
@@ -515,6 +518,9 @@ impl MeshModel {
         b.warnings.dedup();
         model.warnings = b.warnings;
         model.namespaces = b.namespaces;
+        for (i, svc) in model.services.iter().enumerate() {
+            model.service_by_host.entry(svc.host.clone()).or_insert(i);
+        }
         model
     }
 
@@ -525,6 +531,10 @@ impl MeshModel {
 
     pub fn mesh_config(&self) -> &MeshConfig {
         &self.mesh
+    }
+
+    pub(crate) fn service(&self, host: &str) -> Option<&ServiceInfo> {
+        self.service_by_host.get(host).map(|i| &self.services[*i])
     }
 
     /// Resolves a host as written in config of namespace `ns` to the FQDN the registry uses.

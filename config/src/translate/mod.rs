@@ -68,6 +68,8 @@ pub(crate) struct Scope<'m> {
     pub sidecar: Option<&'m Cfg<SidecarSpec>>,
     pub gateways: Vec<usize>,
     pub router: bool,
+    /// VirtualServices this proxy may see, oldest first (computed once per scope).
+    visible_virtual_services: Vec<&'m Cfg<VirtualServiceSpec>>,
 }
 
 impl<'m> Scope<'m> {
@@ -92,7 +94,7 @@ impl<'m> Scope<'m> {
         } else {
             Vec::new()
         };
-        Scope {
+        let mut scope = Scope {
             model,
             node,
             namespace,
@@ -100,7 +102,14 @@ impl<'m> Scope<'m> {
             sidecar,
             gateways,
             router,
-        }
+            visible_virtual_services: Vec::new(),
+        };
+        scope.visible_virtual_services = model
+            .virtual_services
+            .iter()
+            .filter(|vs| scope.virtual_service_visible(vs))
+            .collect();
+        scope
     }
 
     pub(crate) fn key(&self) -> ScopeKey {
@@ -214,8 +223,8 @@ impl<'m> Scope<'m> {
         gateway: &str,
     ) -> Option<&'m Cfg<VirtualServiceSpec>> {
         let mut best: Option<(&'m Cfg<VirtualServiceSpec>, (bool, usize))> = None;
-        for vs in &self.model.virtual_services {
-            if !self.virtual_service_visible(vs) || !binds_gateway(vs, gateway) {
+        for vs in &self.visible_virtual_services {
+            if !binds_gateway(vs, gateway) {
                 continue;
             }
             let Some(spec) = vs
@@ -229,7 +238,7 @@ impl<'m> Scope<'m> {
             };
             // Strictly greater: on a tie the earlier (older) VirtualService stays.
             if best.is_none_or(|(_, b)| spec > b) {
-                best = Some((vs, spec));
+                best = Some((*vs, spec));
             }
         }
         best.map(|(vs, _)| vs)

@@ -80,7 +80,7 @@ pub(crate) fn destination_cluster(
         .and_then(|p| p.number)
         .unwrap_or_else(|| {
             // Unset port: the service's only port, else the port the request came in on.
-            let svc = scope.model.services.iter().find(|s| s.host == host);
+            let svc = scope.model.service(&host);
             match svc {
                 Some(s) if s.ports.len() == 1 => s.ports[0].port,
                 Some(s) if s.port(port).is_none() => s.ports.first().map_or(port, |p| p.port),
