@@ -2,6 +2,8 @@
 //! samples, and the must-accept cases. Read from `../shared/istio`; without it the tests say so and skip,
 //! except under `CI=true`, where a missing folder fails.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,8 @@
 //! # message: weight -1 < 0
 //! ```
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

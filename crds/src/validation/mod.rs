@@ -553,6 +553,7 @@ fn validate_telemetry(spec: &Node, cx: &mut Ctx) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
     use serde_json::json;
@@ -609,6 +610,36 @@ mod tests {
         );
         assert!(!r.is_valid());
         assert!(r.denial_message().contains("annotation found, rejecting"));
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported() {
+        let r = validate_value(
+            &json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"host": "reviews", "foo": 1, "trafficPolicy": {"tls": {"mode": "SIMPLE", "bar": 2}}}}),
+        );
+        let paths: Vec<&str> = r.errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"spec.foo"), "{paths:?}");
+        assert!(paths.contains(&"spec.trafficPolicy.tls.bar"), "{paths:?}");
+        assert!(
+            r.errors
+                .iter()
+                .all(|e| e.message.starts_with("unknown field")),
+            "{:?}",
+            r.errors
+        );
+    }
+
+    #[test]
+    fn remove_path_handles_keys_and_indexes() {
+        let mut v = json!({"spec": {"http": [{"a": 1, "foo": 2}, {"b": 3}]}});
+        assert!(remove_path(&mut v, "spec.http[0].foo"));
+        assert_eq!(v, json!({"spec": {"http": [{"a": 1}, {"b": 3}]}}));
+        assert!(remove_path(&mut v, "spec.http[1]"));
+        assert_eq!(v["spec"]["http"][1], Value::Null);
+        assert!(!remove_path(&mut v, "spec.nope.x"));
+        assert!(!remove_path(&mut v, "spec.http[x]"));
     }
 
     #[test]

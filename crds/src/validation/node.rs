@@ -220,6 +220,7 @@ impl<'a> Node<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
     use serde_json::json;

@@ -510,6 +510,7 @@ fn validate_jwt_rule(r: &Node, cx: &mut Ctx) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

@@ -576,6 +576,7 @@ fn validate_retries(r: &Node, cx: &mut Ctx) {
         );
     }
     duration_field(r, "perTryTimeout", cx);
+    duration_field(r, "backoff", cx);
     if !retry_on.is_empty() {
         for e in rules::validate_retry_on(retry_on) {
             cx.err(&r.at("retryOn"), e);
