@@ -146,6 +146,7 @@ fn one_shared_translation_per_scope_for_a_thousand_proxies() {
     eprintln!(
         "scale: model build {build:?}; one full translation {one:?}; {PROXIES} proxies: merged snapshots (extrapolated from 100: {all:?}) = {ratio:.1}x one translation, shared+local parts {parts:?} = {parts_ratio:.2}x (without the cache: {PROXIES}x)"
     );
-    // Shared parts are computed 10 times, not 1,000: well under 1,000 full translations.
-    assert!(ratio < PROXIES as f64 / 2.0, "ratio {ratio}");
+    // Shared parts are computed 10 times, not 1,000: serving every proxy costs a few full
+    // translations, not a thousand (generous bound against timing noise).
+    assert!(parts_ratio < PROXIES as f64 / 10.0, "parts ratio {parts_ratio}");
 }
