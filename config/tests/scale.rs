@@ -148,5 +148,8 @@ fn one_shared_translation_per_scope_for_a_thousand_proxies() {
     );
     // Shared parts are computed 10 times, not 1,000: serving every proxy costs a few full
     // translations, not a thousand (generous bound against timing noise).
-    assert!(parts_ratio < PROXIES as f64 / 10.0, "parts ratio {parts_ratio}");
+    assert!(
+        parts_ratio < PROXIES as f64 / 10.0,
+        "parts ratio {parts_ratio}"
+    );
 }

@@ -414,19 +414,12 @@ pub(crate) fn outbound(scope: &Scope<'_>, out: &mut ProxyResources) {
         )
     };
     let tcp_chain_for = |svc: &ServiceInfo, port: u32| {
-        // Explicit listeners carry one destination: the first applicable tcp route or the
-        // service itself (no original destination to match on).
-        let mut chains = tcp_service_chains(scope, svc, port);
-        let mut chain = chains
+        // An explicit listener has no original destination, SNI or subnet to match on: it takes
+        // the service's catch-all, which `tcp_service_chains` always lists last (the first
+        // unconditional tcp route, else the service's own cluster).
+        let mut chain = tcp_service_chains(scope, svc, port)
             .pop()
             .unwrap_or_else(|| passthrough_chain(OutboundPolicy::RegistryOnly));
-        if let Some(first) = chains.into_iter().find(|c| {
-            c.r#match
-                .as_ref()
-                .is_some_and(|m| m.server_names.is_empty() && m.source_prefixes.is_empty())
-        }) {
-            chain = first;
-        }
         chain.r#match = None;
         chain
     };
