@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Print the client version.
     Version,
+    /// Add the sidecar to Pods and workload pod templates in a manifest, as the webhook would.
+    KubeInject(cmd::kube_inject::KubeInjectArgs),
     /// Show a proxy's listeners, routes, clusters or endpoints (from its admin endpoint).
     ProxyConfig(cmd::proxy_config::ProxyConfigArgs),
     /// Internal to `halyard demo`: run one Bookinfo sample service.
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => cmd::version::run(),
+        Command::KubeInject(args) => cmd::kube_inject::run(args),
         Command::ProxyConfig(args) => cmd::proxy_config::run(args),
         Command::DemoApp(args) => cmd::demo::run_app(args),
     };

@@ -1,4 +1,5 @@
 //! One module per `halyard` subcommand.
 pub mod demo;
+pub mod kube_inject;
 pub mod proxy_config;
 pub mod version;
