@@ -68,6 +68,12 @@ pub struct Args {
     /// Local mode: application ports, `port[:protocol[:name]]`, repeatable.
     #[arg(long = "workload-port")]
     pub workload_ports: Vec<String>,
+    /// Local mode: address of the application the inbound listeners forward to.
+    #[arg(long, default_value = "")]
+    pub app_address: String,
+    /// Kubernetes cluster id (Istio's `CLUSTER_ID`).
+    #[arg(long, env = "CLUSTER_ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
     #[arg(long, env = "HALYARD_ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
     pub admin_address: SocketAddr,
     #[arg(long, env = "HALYARD_STATUS_ADDRESS", default_value = "0.0.0.0:15021")]
@@ -163,6 +169,70 @@ impl Args {
     }
 }
 
+/// `9080`, `9080:HTTP`, `9080:http:http-web`.
+pub fn parse_workload_port(s: &str) -> Result<halyard_config::discovery::WorkloadPort, String> {
+    let mut parts = s.split(':');
+    let port = parts
+        .next()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| {
+            format!("workload port {s:?}: expected port[:protocol[:name]] with a port 1-65535")
+        })?;
+    Ok(halyard_config::discovery::WorkloadPort {
+        port: u32::from(port),
+        protocol: parts.next().unwrap_or("").to_string(),
+        name: parts.next().unwrap_or("").to_string(),
+    })
+}
+
+impl Args {
+    /// The identity sent to the control plane on every stream.
+    pub fn discovery_node(&self) -> Result<halyard_config::discovery::Node, ProxyError> {
+        use halyard_config::discovery::{InterceptionMode, ProxyType};
+        let proxy_type = match self.proxy_type.to_ascii_lowercase().as_str() {
+            "sidecar" => ProxyType::Sidecar,
+            "router" | "gateway" => ProxyType::Router,
+            other => {
+                return Err(ProxyError::Args(format!(
+                    "--proxy-type {other:?}: expected sidecar or router"
+                )));
+            }
+        };
+        let interception = match self.interception.to_ascii_lowercase().as_str() {
+            "redirect" => InterceptionMode::Redirect,
+            "none" => InterceptionMode::None,
+            other => {
+                return Err(ProxyError::Args(format!(
+                    "--interception {other:?}: expected redirect or none"
+                )));
+            }
+        };
+        let workload_ports = self
+            .workload_ports
+            .iter()
+            .map(|p| parse_workload_port(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ProxyError::Args)?;
+        Ok(halyard_config::discovery::Node {
+            id: self.node_id.clone(),
+            namespace: self.namespace.clone(),
+            labels: parse_labels(&self.labels).map_err(ProxyError::Args)?,
+            service_account: self.service_account.clone(),
+            ip_addresses: self.ips.clone(),
+            proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+            workload_name: self.workload.clone(),
+            proxy_type: proxy_type as i32,
+            interception_mode: interception as i32,
+            cluster_id: self.cluster_id.clone(),
+            workload_ports,
+            local_bind_address: self.local_bind_address.clone(),
+            app_address: self.app_address.clone(),
+            ..Default::default()
+        })
+    }
+}
+
 /// Install the tracing subscriber (once per process) and return a reloader for `/logging`.
 pub fn init_logging(level: &str, json: bool) -> Option<LogReloader> {
     use tracing_subscriber::prelude::*;
@@ -250,8 +320,14 @@ pub async fn run(args: Args) -> Result<(), ProxyError> {
         tracing::info!(path = %path.display(), version = %res.version, "static config applied");
         spawn_reload_on_hup(proxy.clone(), path.clone());
     } else if !args.discovery_address.is_empty() {
+        let node = args.discovery_node()?;
+        if node.id.is_empty() {
+            return Err(ProxyError::Args(
+                "discovery mode needs --node-id <pod>.<namespace>".into(),
+            ));
+        }
         return Err(ProxyError::Discovery(format!(
-            "discovery mode ({:?}) is not wired in this build yet; use --config",
+            "discovery mode ({:?}) needs the xds client module, not yet public in this build; use --config",
             args.discovery_address
         )));
     } else {
@@ -330,5 +406,12 @@ mod tests {
         assert_eq!(l.get("version").map(String::as_str), Some("v2"));
         assert!(parse_labels("novalue").is_err());
         assert!(parse_labels("").unwrap().is_empty());
+        let p = parse_workload_port("9080:HTTP:http-web").unwrap();
+        assert_eq!(
+            (p.port, p.protocol.as_str(), p.name.as_str()),
+            (9080, "HTTP", "http-web")
+        );
+        assert!(parse_workload_port("0").is_err());
+        assert!(parse_workload_port("x:tcp").is_err());
     }
 }
