@@ -50,8 +50,9 @@ pub fn run(args: ProxyConfigArgs) -> anyhow::Result<ExitCode> {
     let (addr, _forward) = resolve(&args.proxy, &args.namespace)?;
     let out = match args.kind {
         Kind::Endpoints => {
-            let v: serde_json::Value = serde_json::from_str(&http_get(&addr, "/clusters?format=json")?)
-                .with_context(|| format!("{addr}/clusters: not JSON"))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&http_get(&addr, "/clusters?format=json")?)
+                    .with_context(|| format!("{addr}/clusters: not JSON"))?;
             match args.output {
                 Output::Json => serde_json::to_string_pretty(&v)?,
                 Output::Short => endpoints_table(&v),
@@ -100,8 +101,13 @@ fn resolve(proxy: &str, namespace: &str) -> anyhow::Result<(String, Option<Forwa
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("{proxy:?} is not host:port, and kubectl port-forward could not start"))?;
-    let stdout = child.stdout.take().context("kubectl port-forward: no output")?;
+        .with_context(|| {
+            format!("{proxy:?} is not host:port, and kubectl port-forward could not start")
+        })?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("kubectl port-forward: no output")?;
     let fwd = Forward(child);
     let mut line = String::new();
     BufReader::new(stdout)
@@ -111,7 +117,9 @@ fn resolve(proxy: &str, namespace: &str) -> anyhow::Result<(String, Option<Forwa
     let local = line
         .split_whitespace()
         .find(|w| w.starts_with("127.0.0.1:"))
-        .with_context(|| format!("kubectl port-forward to pod {pod} in {ns}: unexpected output {line:?}"))?;
+        .with_context(|| {
+            format!("kubectl port-forward to pod {pod} in {ns}: unexpected output {line:?}")
+        })?;
     Ok((local.to_string(), Some(fwd)))
 }
 
@@ -125,7 +133,10 @@ fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))
         .with_context(|| format!("connect to proxy admin {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .with_context(|| format!("read {addr}{path}"))?;
@@ -137,10 +148,15 @@ fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     if status != "200" {
         bail!("{addr}{path}: HTTP {status}: {}", body.trim());
     }
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    Ok(if chunked { dechunk(body) } else { body.to_string() })
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    Ok(if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    })
 }
 
 fn dechunk(body: &str) -> String {
@@ -192,7 +208,14 @@ fn chain_match(m: Option<&r::FilterChainMatch>) -> String {
     };
     let mut parts = Vec::new();
     if !m.destination_ports.is_empty() {
-        parts.push(format!("port {}", m.destination_ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+        parts.push(format!(
+            "port {}",
+            m.destination_ports
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
     }
     if !m.destination_prefixes.is_empty() {
         parts.push(format!("dst {}", m.destination_prefixes.join(",")));
@@ -206,19 +229,31 @@ fn chain_match(m: Option<&r::FilterChainMatch>) -> String {
     if !m.application_protocols.is_empty() {
         parts.push(format!("ALPN: {}", m.application_protocols.join(",")));
     }
-    if parts.is_empty() { "ALL".into() } else { parts.join("; ") }
+    if parts.is_empty() {
+        "ALL".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 fn chain_destination(c: &r::FilterChain) -> String {
     match &c.handler {
         Some(r::filter_chain::Handler::Http(h)) => match &h.route_specifier {
-            Some(r::http_connection_manager::RouteSpecifier::RouteConfigName(n)) => format!("Route: {n}"),
-            Some(r::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => format!("Inline Route: {}", rc.name),
+            Some(r::http_connection_manager::RouteSpecifier::RouteConfigName(n)) => {
+                format!("Route: {n}")
+            }
+            Some(r::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
+                format!("Inline Route: {}", rc.name)
+            }
             None => "Route: -".into(),
         },
         Some(r::filter_chain::Handler::Tcp(t)) => format!(
             "Cluster: {}",
-            t.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")
+            t.clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         None => "-".into(),
     }
@@ -248,7 +283,11 @@ fn string_match(m: &r::StringMatch) -> String {
         Some(r::string_match::Kind::Present(_)) => "*".into(),
         None => "-".into(),
     };
-    if m.ignore_case { format!("{s} (any case)") } else { s }
+    if m.ignore_case {
+        format!("{s} (any case)")
+    } else {
+        s
+    }
 }
 
 fn route_match(m: &r::RouteMatch) -> String {
@@ -264,39 +303,68 @@ fn route_match(m: &r::RouteMatch) -> String {
         parts.push(format!("{}{}={v}", if h.invert { "!" } else { "" }, h.name));
     }
     for q in &m.query_params {
-        parts.push(format!("?{}={}", q.name, q.value.as_ref().map_or("*".into(), string_match)));
+        parts.push(format!(
+            "?{}={}",
+            q.name,
+            q.value.as_ref().map_or("*".into(), string_match)
+        ));
     }
-    if parts.is_empty() { "/*".into() } else { parts.join(" && ") }
+    if parts.is_empty() {
+        "/*".into()
+    } else {
+        parts.join(" && ")
+    }
 }
 
 pub fn routes_table(res: &ProxyResources) -> String {
     let mut rows = Vec::new();
-    let inline = res.listeners.iter().flat_map(|l| l.filter_chains.iter()).filter_map(|c| match &c.handler {
-        Some(r::filter_chain::Handler::Http(h)) => match &h.route_specifier {
-            Some(r::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => Some(rc),
+    let inline = res
+        .listeners
+        .iter()
+        .flat_map(|l| l.filter_chains.iter())
+        .filter_map(|c| match &c.handler {
+            Some(r::filter_chain::Handler::Http(h)) => match &h.route_specifier {
+                Some(r::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => Some(rc),
+                _ => None,
+            },
             _ => None,
-        },
-        _ => None,
-    });
+        });
     for rc in res.route_configs.iter().chain(inline) {
         for vh in &rc.virtual_hosts {
             for rt in &vh.routes {
                 let m = if rt.matches.is_empty() {
                     "/*".to_string()
                 } else {
-                    rt.matches.iter().map(route_match).collect::<Vec<_>>().join(" || ")
+                    rt.matches
+                        .iter()
+                        .map(route_match)
+                        .collect::<Vec<_>>()
+                        .join(" || ")
                 };
                 let domains = if vh.domains.len() > 3 {
-                    format!("{} +{} more", vh.domains[..2].join(","), vh.domains.len() - 2)
+                    format!(
+                        "{} +{} more",
+                        vh.domains[..2].join(","),
+                        vh.domains.len() - 2
+                    )
                 } else {
                     vh.domains.join(",")
                 };
                 let vs = rt.config.rsplit('/').next().unwrap_or("").to_string();
-                rows.push(vec![rc.name.clone(), vh.name.clone(), domains, m, if vs.is_empty() { "-".into() } else { vs }]);
+                rows.push(vec![
+                    rc.name.clone(),
+                    vh.name.clone(),
+                    domains,
+                    m,
+                    if vs.is_empty() { "-".into() } else { vs },
+                ]);
             }
         }
     }
-    table(&["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"], rows)
+    table(
+        &["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"],
+        rows,
+    )
 }
 
 pub fn clusters_table(res: &ProxyResources) -> String {
@@ -317,16 +385,38 @@ pub fn clusters_table(res: &ProxyResources) -> String {
                 "-".into()
             };
             vec![
-                if c.service_host.is_empty() { c.name.clone() } else { c.service_host.clone() },
-                if c.port == 0 { "-".into() } else { c.port.to_string() },
-                if c.subset.is_empty() { "-".into() } else { c.subset.clone() },
+                if c.service_host.is_empty() {
+                    c.name.clone()
+                } else {
+                    c.service_host.clone()
+                },
+                if c.port == 0 {
+                    "-".into()
+                } else {
+                    c.port.to_string()
+                },
+                if c.subset.is_empty() {
+                    "-".into()
+                } else {
+                    c.subset.clone()
+                },
                 direction.into(),
                 format!("{:?}", c.r#type()).to_ascii_uppercase(),
                 dr,
             ]
         })
         .collect();
-    table(&["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"], rows)
+    table(
+        &[
+            "SERVICE FQDN",
+            "PORT",
+            "SUBSET",
+            "DIRECTION",
+            "TYPE",
+            "DESTINATION RULE",
+        ],
+        rows,
+    )
 }
 
 pub fn endpoints_table(v: &serde_json::Value) -> String {
@@ -336,8 +426,16 @@ pub fn endpoints_table(v: &serde_json::Value) -> String {
             let health = h["health_status"].as_str().unwrap_or("UNKNOWN");
             rows.push(vec![
                 h["address"].as_str().unwrap_or("-").to_string(),
-                if health == "EJECTED" { "HEALTHY".into() } else { health.to_string() },
-                if health == "EJECTED" { "FAILED".into() } else { "OK".into() },
+                if health == "EJECTED" {
+                    "HEALTHY".into()
+                } else {
+                    health.to_string()
+                },
+                if health == "EJECTED" {
+                    "FAILED".into()
+                } else {
+                    "OK".into()
+                },
                 c["name"].as_str().unwrap_or("-").to_string(),
             ]);
         }
@@ -371,18 +469,40 @@ mod tests {
         let res = sample();
         let l = listeners_table(&res);
         assert!(l.starts_with("ADDRESSES"), "{l}");
-        assert!(l.contains("0.0.0.0") && l.contains("15001") && l.contains("port 9080") && l.contains("Route: 9080"), "{l}");
+        assert!(
+            l.contains("0.0.0.0")
+                && l.contains("15001")
+                && l.contains("port 9080")
+                && l.contains("Route: 9080"),
+            "{l}"
+        );
         let r = routes_table(&res);
-        assert!(r.contains("end-user=jason") && r.contains("reviews:9080") && r.contains("reviews"), "{r}");
+        assert!(
+            r.contains("end-user=jason") && r.contains("reviews:9080") && r.contains("reviews"),
+            "{r}"
+        );
         let c = clusters_table(&res);
-        assert!(c.contains("reviews.default.svc.cluster.local  9080  v2") && c.contains("outbound") && c.contains("EDS"), "{c}");
-        let e = endpoints_table(&serde_json::json!({"cluster_statuses": [{"name": "outbound|9080||r", "host_statuses": [
-            {"address": "10.0.0.1:9080", "health_status": "HEALTHY"}, {"address": "10.0.0.2:9080", "health_status": "EJECTED"}]}]}));
-        assert!(e.contains("10.0.0.1:9080  HEALTHY  OK") && e.contains("FAILED"), "{e}");
+        assert!(
+            c.contains("reviews.default.svc.cluster.local  9080  v2")
+                && c.contains("outbound")
+                && c.contains("EDS"),
+            "{c}"
+        );
+        let e = endpoints_table(
+            &serde_json::json!({"cluster_statuses": [{"name": "outbound|9080||r", "host_statuses": [
+            {"address": "10.0.0.1:9080", "health_status": "HEALTHY"}, {"address": "10.0.0.2:9080", "health_status": "EJECTED"}]}]}),
+        );
+        assert!(
+            e.contains("10.0.0.1:9080  HEALTHY  OK") && e.contains("FAILED"),
+            "{e}"
+        );
     }
 
     #[test]
     fn dechunks_bodies() {
-        assert_eq!(dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "hello world");
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
     }
 }
