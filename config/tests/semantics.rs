@@ -1189,3 +1189,27 @@ spec:
         .unwrap();
     assert!(s.config.ends_with("/destination-rule/db-mtls"));
 }
+
+#[test]
+fn local_mode_gateway_binds_the_node_address() {
+    let input = mesh(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#,
+    );
+    let model = MeshModel::build(&input);
+    let mut n = ingress_gateway();
+    // (local_bind_address, listener name)
+    for (bind, want) in [("", "0.0.0.0_8080"), ("127.10.0.250", "127.10.0.250_8080")] {
+        n.local_bind_address = bind.into();
+        let res = translate(&model, &n).unwrap();
+        assert_eq!(names(&res.listeners, |l| &l.name), [want]);
+    }
+    let a = ingress_gateway();
+    assert_ne!(scope_key(&model, &a), scope_key(&model, &n));
+}

@@ -1049,10 +1049,14 @@ pub(crate) fn gateway(scope: &Scope<'_>, out: &mut ProxyResources) {
                 .target_port
                 .unwrap_or_else(|| gateway_target_port(scope, server.port.number));
             let entry = ports.entry(listen).or_insert_with(|| Port {
-                address: server
-                    .bind
-                    .clone()
-                    .unwrap_or_else(|| ANY_ADDRESS.to_string()),
+                // Local mode: gateways sharing a host bind the node's address.
+                address: server.bind.clone().unwrap_or_else(|| {
+                    if scope.node.local_bind_address.is_empty() {
+                        ANY_ADDRESS.to_string()
+                    } else {
+                        scope.node.local_bind_address.clone()
+                    }
+                }),
                 chains: Vec::new(),
                 http_hosts: Vec::new(),
                 http_used: BTreeSet::new(),

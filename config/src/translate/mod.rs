@@ -55,7 +55,7 @@ pub struct ScopeKey {
     pub selected_destination_rules: Vec<usize>,
     /// Indexes of VirtualServices with `sourceLabels` matches the node satisfies.
     pub source_matched_virtual_services: Vec<usize>,
-    /// Local mode: interception NONE and its bind address.
+    /// Local mode: interception NONE (sidecars) or a gateway bind address, and that address.
     pub explicit_listeners: Option<String>,
 }
 
@@ -136,9 +136,9 @@ impl<'m> Scope<'m> {
             })
             .map(|(i, _)| i)
             .collect();
-        let explicit_listeners = (!self.router
-            && self.node.interception_mode() == InterceptionMode::None)
-            .then(|| self.node.local_bind_address.clone());
+        let explicit_listeners = (self.node.interception_mode() == InterceptionMode::None
+            || (self.router && !self.node.local_bind_address.is_empty()))
+        .then(|| self.node.local_bind_address.clone());
         ScopeKey {
             namespace: self.namespace.to_string(),
             router: self.router,
