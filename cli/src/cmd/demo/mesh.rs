@@ -5,8 +5,11 @@
 //!   client's proxy, which is where the tour's requests and a user's `curl` enter the mesh;
 //! - each workload's "pod IP" `127.N.1.i`: its sidecar's inbound listener (`:9080`, the WorkloadEntry address),
 //!   admin (`:15000`), readiness (`:15021`) and Prometheus (`:15090`);
-//! - each workload's "pod localhost" `127.N.2.i`: the application (`:9080`) and its sidecar's outbound
-//!   listener (`:15001`), which routes by `Host` as Istio's `0.0.0.0:9080` listener does;
+//! - each workload's "pod localhost" `127.N.2.i`: the application (`:9080`), reached only through the
+//!   sidecar's inbound listener;
+//! - each workload's egress address `127.N.3.i` (the node's `local_bind_address`): the sidecar's outbound
+//!   listener (`:9080`), where the application sends its calls, routed by `Host` as Istio's `0.0.0.0:9080`
+//!   listener does;
 //! - the control plane on `127.N.0.250` (discovery `:15010`, debug `:15014`).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -90,7 +93,6 @@ const CLIENT_INDEX: u8 = 100;
 const CONTROL_PLANE_INDEX: u8 = 250;
 
 pub const ADMIN_PORT: u16 = 15000;
-pub const OUTBOUND_PORT: u16 = 15001;
 pub const DISCOVERY_PORT: u16 = 15010;
 pub const DEBUG_PORT: u16 = 15014;
 pub const READY_PORT: u16 = 15021;
@@ -136,9 +138,14 @@ impl Topology {
         self.addr(2, w.index, SERVICE_PORT)
     }
 
+    /// The sidecar's egress bind address (the node's `local_bind_address`).
+    pub fn egress_ip(&self, w: &Workload) -> Ipv4Addr {
+        self.ip(3, w.index)
+    }
+
     /// The sidecar's outbound listener, where the application sends its calls.
     pub fn outbound_addr(&self, w: &Workload) -> SocketAddr {
-        self.addr(2, w.index, OUTBOUND_PORT)
+        self.addr(3, w.index, SERVICE_PORT)
     }
 
     pub fn proxy_port(&self, w: &Workload, port: u16) -> SocketAddr {
@@ -280,7 +287,7 @@ mod tests {
         assert_eq!(w.proxy_id(), "reviews-v2.default");
         assert_eq!(t.inbound_addr(&w).to_string(), "127.10.1.4:9080");
         assert_eq!(t.app_addr(&w).to_string(), "127.10.2.4:9080");
-        assert_eq!(t.outbound_addr(&w).to_string(), "127.10.2.4:15001");
+        assert_eq!(t.outbound_addr(&w).to_string(), "127.10.3.4:9080");
         let mut all: Vec<SocketAddr> = WORKLOADS
             .iter()
             .flat_map(|w| {

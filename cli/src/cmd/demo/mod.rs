@@ -1,13 +1,14 @@
 //! `halyard demo`: the Bookinfo mesh on this machine (control plane, one proxy per workload, sample services,
 //! all on loopback) and a scripted tour of traffic management, every step checked from observed traffic.
 //!
-//! The pieces run as child processes of this same executable through hidden subcommands (`demo-app`, ...), so
+//! The pieces run as child processes of this same executable through hidden subcommands, so
 //! `cargo run --bin halyard -- demo` needs no other binary.
 
 pub mod app;
 pub mod load;
 pub mod mesh;
 pub mod observe;
+pub mod steps;
 pub mod supervisor;
 
 use std::process::ExitCode;
