@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Print the client version.
     Version,
+    /// Validate Istio configuration files (as the admission webhook would) without a cluster.
+    Validate(cmd::validate::ValidateArgs),
     /// Add the sidecar to Pods and workload pod templates in a manifest, as the webhook would.
     KubeInject(cmd::kube_inject::KubeInjectArgs),
     /// Show a proxy's listeners, routes, clusters or endpoints (from its admin endpoint).
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => cmd::version::run(),
+        Command::Validate(args) => cmd::validate::run(args),
         Command::KubeInject(args) => cmd::kube_inject::run(args),
         Command::ProxyConfig(args) => cmd::proxy_config::run(args),
         Command::DemoApp(args) => cmd::demo::run_app(args),

@@ -2,4 +2,5 @@
 pub mod demo;
 pub mod kube_inject;
 pub mod proxy_config;
+pub mod validate;
 pub mod version;
