@@ -729,6 +729,22 @@ fn report_unknown_destinations(model: &MeshModel, b: &mut Builder) {
             );
         }
     }
+    // Istio ignores a DestinationRule whose host matches nothing in the registry.
+    for dr in &model.destination_rules {
+        let used = dr
+            .hosts
+            .iter()
+            .any(|h| model.services.iter().any(|s| host_matches(h, &s.host)));
+        if !used {
+            b.warn(
+                &dr.meta,
+                &format!(
+                    "host {:?} matches no service in the registry; this DestinationRule has no effect",
+                    dr.spec.host
+                ),
+            );
+        }
+    }
 }
 
 /// The gateways a VirtualService binds to, as `namespace/name` or `mesh`.

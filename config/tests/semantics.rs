@@ -1213,3 +1213,28 @@ spec:
     let a = ingress_gateway();
     assert_ne!(scope_key(&model, &a), scope_key(&model, &n));
 }
+
+#[test]
+fn destination_rules_for_unknown_hosts_are_reported() {
+    let input = mesh(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ghost, namespace: default}
+spec: {host: ghost, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all-local, namespace: default}
+spec: {host: "*.default.svc.cluster.local", trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+"#,
+    );
+    let model = MeshModel::build(&input);
+    let w: Vec<String> = model.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("DestinationRule default/ghost: host \"ghost\""),
+        "{}",
+        w[0]
+    );
+}
