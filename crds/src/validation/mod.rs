@@ -23,8 +23,8 @@ pub use report::{FieldError, Report};
 
 /// API groups whose objects Istio's (and halyard's) validating webhook receives.
 pub const ISTIO_GROUPS: &[&str] = &[
-    "networking.istio.io",
-    "security.istio.io",
+    crate::networking::GROUP,
+    crate::security::GROUP,
     "telemetry.istio.io",
     "extensions.istio.io",
 ];
@@ -56,102 +56,33 @@ enum Handling {
     Ignored,
 }
 
-struct KindInfo {
-    group: &'static str,
-    kind: &'static str,
-    versions: &'static [&'static str],
-    handling: Handling,
-}
-
-const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
-const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
-
-const KINDS: &[KindInfo] = &[
-    kind(
-        "networking.istio.io",
-        "VirtualService",
-        NETWORKING_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "networking.istio.io",
-        "DestinationRule",
-        NETWORKING_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "networking.istio.io",
-        "Gateway",
-        NETWORKING_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "networking.istio.io",
-        "ServiceEntry",
-        NETWORKING_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "networking.istio.io",
-        "Sidecar",
-        NETWORKING_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "networking.istio.io",
-        "WorkloadEntry",
-        NETWORKING_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "networking.istio.io",
-        "WorkloadGroup",
-        NETWORKING_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "networking.istio.io",
+/// Istio kinds the typed API (`crate::object::Kind`) does not cover: what halyard does with them.
+const OTHER_KINDS: &[(&str, &str, &[&str], Handling)] = &[
+    (
+        crate::networking::GROUP,
         "EnvoyFilter",
         &["v1alpha3"],
         Handling::NoEnvoy,
     ),
-    kind(
-        "networking.istio.io",
+    (
+        crate::networking::GROUP,
         "ProxyConfig",
         &["v1beta1"],
         Handling::Ignored,
     ),
-    kind(
-        "security.istio.io",
-        "PeerAuthentication",
-        SECURITY_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "security.istio.io",
-        "AuthorizationPolicy",
-        SECURITY_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
-        "security.istio.io",
-        "RequestAuthentication",
-        SECURITY_VERSIONS,
-        Handling::Validate,
-    ),
-    kind(
+    (
         "telemetry.istio.io",
         "Telemetry",
         &["v1", "v1alpha1"],
         Handling::Ignored,
     ),
-    kind(
+    (
         "extensions.istio.io",
         "WasmPlugin",
         &["v1alpha1"],
         Handling::NoEnvoy,
     ),
-    kind(
+    (
         "extensions.istio.io",
         "TrafficExtension",
         &["v1alpha1"],
@@ -159,18 +90,16 @@ const KINDS: &[KindInfo] = &[
     ),
 ];
 
-const fn kind(
-    group: &'static str,
-    kind: &'static str,
-    versions: &'static [&'static str],
-    handling: Handling,
-) -> KindInfo {
-    KindInfo {
-        group,
-        kind,
-        versions,
-        handling,
+/// Served versions and handling of an Istio kind, looked up by group and kind as Istio's webhook does.
+fn lookup_kind(group: &str, kind: &str) -> Option<(&'static [&'static str], Handling)> {
+    if let Some(k) = crate::object::Kind::istio().find(|k| k.as_str() == kind && k.group() == group)
+    {
+        return Some((k.versions(), Handling::Validate));
     }
+    OTHER_KINDS
+        .iter()
+        .find(|(g, k, _, _)| *g == group && *k == kind)
+        .map(|(_, _, versions, handling)| (*versions, *handling))
 }
 
 /// Validate a whole object (apiVersion, kind, metadata, spec) as the webhook receives it: unknown kinds,
@@ -210,19 +139,19 @@ fn validate_into(obj: &Value, cx: &mut Ctx) {
         .map(|(_, v)| v)
         .unwrap_or(api_version);
     // Types are looked up by group and kind, as Istio's webhook does.
-    let Some(info) = KINDS.iter().find(|k| k.group == group && k.kind == kind) else {
+    let Some((versions, handling)) = lookup_kind(group, kind) else {
         cx.err(
             "kind",
             format!("unrecognized type {kind} (apiVersion {api_version})"),
         );
         return;
     };
-    if !info.versions.contains(&version) {
+    if !versions.contains(&version) {
         cx.err(
             "apiVersion",
             format!(
                 "{api_version} is not a served version of {kind} (served: {})",
-                info.versions
+                versions
                     .iter()
                     .map(|v| format!("{group}/{v}"))
                     .collect::<Vec<_>>()
@@ -256,7 +185,7 @@ fn validate_into(obj: &Value, cx: &mut Ctx) {
     if !spec.is_object(cx) {
         return;
     }
-    match info.handling {
+    match handling {
         Handling::NoEnvoy => {
             cx.err(
                 "kind",
@@ -290,7 +219,7 @@ fn validate_into(obj: &Value, cx: &mut Ctx) {
         _ => {}
     }
     // After the semantic rules, so a field they already reported is not reported twice.
-    if info.handling == Handling::Validate {
+    if handling == Handling::Validate {
         check_structure(obj, cx);
     }
 }
