@@ -572,6 +572,23 @@ mod tests {
     }
 
     #[test]
+    fn typed_objects_use_the_same_rules() {
+        let good = crate::parse_object(&json!({"apiVersion": "networking.istio.io/v1alpha3",
+            "kind": "DestinationRule", "metadata": {"name": "r", "namespace": "ns"},
+            "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}))
+        .unwrap();
+        assert!(validate_object(&good.object).is_valid());
+        let bad = crate::parse_object(&json!({"apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule", "metadata": {"name": "r", "namespace": "ns"},
+            "spec": {"host": "reviews", "subsets": [{"name": "v1"}, {"name": "v1"}]}}))
+        .unwrap();
+        let r = validate_object(&bad.object);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert_eq!(r.errors[0].path, "spec.subsets[1].name");
+        assert_eq!(r.errors[0].message, "duplicate subset names: v1");
+    }
+
+    #[test]
     fn istio_groups() {
         assert!(is_istio_api_version("networking.istio.io/v1"));
         assert!(!is_istio_api_version("apps/v1"));
