@@ -55,6 +55,9 @@ pub struct ScopeKey {
     pub selected_destination_rules: Vec<usize>,
     /// Indexes of VirtualServices with `sourceLabels` matches the node satisfies.
     pub source_matched_virtual_services: Vec<usize>,
+    /// Routers: the Kubernetes Services selecting the gateway (they map server ports to
+    /// listen ports).
+    pub gateway_services: Vec<String>,
     /// Local mode: interception NONE (sidecars) or a gateway bind address, and that address.
     pub explicit_listeners: Option<String>,
 }
@@ -139,7 +142,23 @@ impl<'m> Scope<'m> {
         let explicit_listeners = (self.node.interception_mode() == InterceptionMode::None
             || (self.router && !self.node.local_bind_address.is_empty()))
         .then(|| self.node.local_bind_address.clone());
+        let gateway_services = if self.router {
+            m.services
+                .iter()
+                .filter(|s| {
+                    s.kube_name.is_some()
+                        && s.namespace == self.namespace
+                        && s.selector.as_ref().is_some_and(|sel| {
+                            !sel.is_empty() && selector_matches(sel, self.labels)
+                        })
+                })
+                .map(|s| s.host.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         ScopeKey {
+            gateway_services,
             namespace: self.namespace.to_string(),
             router: self.router,
             sidecar: self
