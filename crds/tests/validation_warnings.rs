@@ -137,3 +137,16 @@ fn workload_entry_with_network_but_no_address() {
         "address is unset with network \"vm-network\"",
     );
 }
+
+#[test]
+fn shorter_prefix_shadows_later_longer_prefix() {
+    assert_warns(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /debug}}]\n    route: [{destination: {host: reviews}}]\n  - name: later\n    match: [{uri: {prefix: /debugs}}]\n    route: [{destination: {host: reviews}}]\n",
+        "spec.http[1].match[0]: virtualService rule \"later\" match #0 of prefix /debugs is not used (duplicate/overlapping match in rule #0 of prefix /debug on #0)",
+    );
+    // A narrower earlier match (a header condition) does not shadow the later one.
+    let w = warnings_of(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /debug}, headers: {x-user: {exact: a}}}]\n    route: [{destination: {host: reviews}}]\n  - match: [{uri: {prefix: /debugs}}]\n    route: [{destination: {host: reviews}}]\n",
+    );
+    assert!(w.is_empty(), "{w:?}");
+}

@@ -763,6 +763,7 @@ fn validate_tcp_route(r: &Node, cx: &mut Ctx) {
 /// earlier rule (Istio's VirtualServiceUnreachableRule / VirtualServiceIneffectiveMatch).
 fn analyze_unreachable(routes: &[Node], http: bool, cx: &mut Ctx) {
     let mut seen: Vec<(Value, usize)> = Vec::new();
+    let mut prefix_matches: Vec<PrefixMatch> = Vec::new();
     let mut catch_all: Option<usize> = None;
     let rule_name = |r: &Node, i: usize| match r.v.get("name").and_then(Value::as_str) {
         Some(n) if http && !n.is_empty() => format!("{n:?}"),
@@ -811,7 +812,14 @@ fn analyze_unreachable(routes: &[Node], http: bool, cx: &mut Ctx) {
                         ),
                     );
                 }
-                None => seen.push((key, i)),
+                None => {
+                    seen.push((key, i));
+                    if http
+                        && let Some(pm) = PrefixMatch::from_match(m, rule_name(r, i), j, &r.path)
+                    {
+                        prefix_matches.push(pm);
+                    }
+                }
             }
         }
         if duplicates == matches.len() {
@@ -823,5 +831,102 @@ fn analyze_unreachable(routes: &[Node], http: bool, cx: &mut Ctx) {
                 ),
             );
         }
+    }
+    // A later prefix match is shadowed when an earlier one has a shorter prefix and no narrower conditions.
+    for (a_index, a) in prefix_matches.iter().enumerate() {
+        for b in prefix_matches.iter().skip(a_index + 1) {
+            if a.prefix != b.prefix && a.covers(b) {
+                cx.warn(
+                    &b.path,
+                    format!(
+                        "virtualService rule {} match {} of prefix {} is not used (duplicate/overlapping match in rule {} of prefix {} on {})",
+                        b.rule, b.name, b.prefix, a.name, a.prefix, a.rule
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The parts of a URI-prefix HTTP match that decide whether an earlier one shadows it (Istio's
+/// `OverlappingMatchValidationForHTTPRoute`). String matches are kept as `exact:` / `prefix:` forms.
+struct PrefixMatch {
+    rule: String,
+    name: String,
+    path: String,
+    prefix: String,
+    port: i64,
+    method: String,
+    authority: String,
+    headers: Vec<(String, String)>,
+    query_params: Vec<(String, String)>,
+    without_headers: Vec<(String, String)>,
+}
+
+impl PrefixMatch {
+    fn from_match(m: &Value, rule: String, index: usize, rule_path: &str) -> Option<PrefixMatch> {
+        let prefix = m
+            .pointer("/uri/prefix")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())?;
+        let form = |v: Option<&Value>| {
+            let get = |k: &str| {
+                v.and_then(|v| v.get(k))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            };
+            match (get("exact"), get("prefix")) {
+                (Some(e), _) => format!("exact:{e}"),
+                (None, Some(p)) => format!("prefix:{p}"),
+                _ => String::new(),
+            }
+        };
+        let map = |key: &str| -> Vec<(String, String)> {
+            let mut entries: Vec<(String, String)> = m
+                .get(key)
+                .and_then(Value::as_object)
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), form(Some(v)))).collect())
+                .unwrap_or_default();
+            entries.sort();
+            entries
+        };
+        let method = match form(m.get("method")) {
+            // Without a method the match behaves as GET for this comparison, as Istio assumes.
+            f if f.is_empty() => "exact:GET".to_string(),
+            f => f,
+        };
+        let name = match m.get("name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => format!("{n:?}"),
+            _ => format!("#{index}"),
+        };
+        Some(PrefixMatch {
+            rule,
+            name,
+            path: format!("{rule_path}.match[{index}]"),
+            prefix: prefix.to_string(),
+            port: m.get("port").and_then(Value::as_i64).unwrap_or(0),
+            method,
+            authority: form(m.get("authority")),
+            headers: map("headers"),
+            query_params: map("queryParams"),
+            without_headers: map("withoutHeaders"),
+        })
+    }
+
+    /// Does `self` (earlier) match everything `later` matches?
+    fn covers(&self, later: &PrefixMatch) -> bool {
+        let compatible = |a: &str, b: &str| a == b || a.starts_with(b);
+        let same_map = |a: &[(String, String)], b: &[(String, String)]| {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.iter().any(|(bk, bv)| bk == k && compatible(v, bv)))
+        };
+        later.prefix.starts_with(&self.prefix)
+            && later.port == self.port
+            && compatible(&self.method, &later.method)
+            && compatible(&self.authority, &later.authority)
+            && same_map(&self.headers, &later.headers)
+            && same_map(&self.query_params, &later.query_params)
+            && same_map(&self.without_headers, &later.without_headers)
     }
 }
