@@ -92,6 +92,7 @@ fn handle(proxy: &Proxy, req: Request<Incoming>, role: Role) -> Response<Body> {
         (Role::Prometheus | Role::Admin, "/stats/prometheus") => {
             let mut out = String::with_capacity(16 * 1024);
             shared.metrics.render(&mut out);
+            crate::resilience::report::prometheus(&shared.state.load(), &mut out);
             reply(StatusCode::OK, "text/plain; version=0.0.4", out)
         }
         (Role::Admin, _) => admin(proxy, &req, path),
@@ -196,12 +197,13 @@ fn admin(proxy: &Proxy, req: &Request<Incoming>, path: &str) -> Response<Body> {
                         let hosts: Vec<_> = c
                             .endpoints
                             .iter()
-                            .map(|e| {
+                            .enumerate()
+                            .map(|(i, e)| {
                                 let s = &e.upstream.stats;
                                 serde_json::json!({
                                     "address": e.upstream.addr.to_string(),
                                     "weight": e.weight,
-                                    "health_status": if !e.healthy { "UNHEALTHY" } else if !e.upstream.is_available() { "EJECTED" } else { "HEALTHY" },
+                                    "health_status": if !e.healthy { "UNHEALTHY" } else if !e.upstream.is_available() || c.resilience.ejected_now(i) { "EJECTED" } else { "HEALTHY" },
                                     "stats": {
                                         "cx_total": s.cx_total.load(Ordering::Relaxed),
                                         "cx_connect_fail": s.cx_connect_fail.load(Ordering::Relaxed),
@@ -214,7 +216,7 @@ fn admin(proxy: &Proxy, req: &Request<Incoming>, path: &str) -> Response<Body> {
                                 })
                             })
                             .collect();
-                        serde_json::json!({ "name": c.name, "host_statuses": hosts })
+                        serde_json::json!({ "name": c.name, "host_statuses": hosts, "resilience": crate::resilience::report::json(c) })
                     })
                     .collect();
                 reply(
@@ -225,12 +227,13 @@ fn admin(proxy: &Proxy, req: &Request<Incoming>, path: &str) -> Response<Body> {
             } else {
                 let mut out = String::new();
                 for c in &snap.clusters {
-                    for e in &c.endpoints {
+                    crate::resilience::report::text(c, &mut out);
+                    for (i, e) in c.endpoints.iter().enumerate() {
                         let s = &e.upstream.stats;
                         let p = format!("{}::{}", c.name, e.upstream.addr);
                         let health = if !e.healthy {
                             "/failed_eds_health"
-                        } else if !e.upstream.is_available() {
+                        } else if !e.upstream.is_available() || c.resilience.ejected_now(i) {
                             "/failed_outlier_check"
                         } else {
                             "healthy"
@@ -327,6 +330,7 @@ fn admin(proxy: &Proxy, req: &Request<Incoming>, path: &str) -> Response<Body> {
                     c.name,
                     c.balancer.healthy_len()
                 );
+                crate::resilience::report::stats(c, &mut out);
             }
             reply(StatusCode::OK, "text/plain", out)
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::lb::{Balancer, HashKey, LbPolicy};
 use crate::metrics::PeersId;
+use crate::resilience::ClusterState;
 use crate::upstream::{Endpoint, UpstreamProtocol};
 
 /// How a cluster finds its endpoints.
@@ -30,6 +31,8 @@ pub struct Cluster {
     pub balancer: Balancer,
     /// Metric labels for requests sent to this cluster.
     pub peers: Arc<PeersId>,
+    /// Circuit breaker, retry budget and outlier detection (issue 4).
+    pub resilience: ClusterState,
 }
 
 impl Cluster {
@@ -56,7 +59,58 @@ impl Cluster {
             balancer: Balancer::new(policy, &keys, &weights, &healthy),
             endpoints,
             peers,
+            resilience: ClusterState::default(),
         }
+    }
+
+    /// Attach the cluster's resilience state (connection pool limits, outlier detection).
+    pub fn with_resilience(mut self, state: ClusterState) -> Self {
+        self.resilience = state;
+        self
+    }
+
+    /// Pick an endpoint (index and endpoint), skipping outlier-ejected endpoints and, when
+    /// possible, those in `avoid` (retries go to another endpoint than the failed ones).
+    pub fn pick_excluding(&self, hash: Option<u64>, avoid: &[usize]) -> Option<(usize, &Endpoint)> {
+        let state = &self.resilience;
+        if !state.has_outlier_detection() && avoid.is_empty() {
+            let mut rng = rand::rng();
+            let mut r = || rand::Rng::random::<u64>(&mut rng);
+            let i = self.balancer.pick(&self.endpoints, hash, &mut r)?;
+            return self.endpoints.get(i).map(|e| (i, e));
+        }
+        state.tick();
+        struct Candidate<'a> {
+            ep: &'a Endpoint,
+            ok: bool,
+        }
+        impl crate::lb::LbTarget for Candidate<'_> {
+            fn weight(&self) -> u32 {
+                crate::lb::LbTarget::weight(self.ep)
+            }
+            fn active(&self) -> u32 {
+                crate::lb::LbTarget::active(self.ep)
+            }
+            fn available(&self) -> bool {
+                self.ok && crate::lb::LbTarget::available(self.ep)
+            }
+        }
+        let mut rng = rand::rng();
+        let mut r = || rand::Rng::random::<u64>(&mut rng);
+        let mut pick = |skip_avoided: bool| {
+            let c: Vec<Candidate<'_>> = self
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, ep)| Candidate {
+                    ep,
+                    ok: !(state.is_ejected(i) || (skip_avoided && avoid.contains(&i))),
+                })
+                .collect();
+            self.balancer.pick(&c, hash, &mut r)
+        };
+        let i = pick(true).or_else(|| if avoid.is_empty() { None } else { pick(false) })?;
+        self.endpoints.get(i).map(|e| (i, e))
     }
 
     pub fn hash_key(&self) -> Option<&HashKey> {

@@ -156,6 +156,8 @@ struct Completion {
     skip_metrics: bool,
     log: Option<Box<LogEntry>>,
     _active: Option<ActiveGuard>,
+    /// Circuit-breaker slot and retry, released when the response ends.
+    _hold: Option<crate::resilience::forward::Hold>,
 }
 
 impl Completion {
@@ -267,6 +269,7 @@ struct Exchange {
     request_body: Option<Arc<AtomicU64>>,
     skip_metrics: bool,
     log: Option<Box<LogEntry>>,
+    hold: Option<crate::resilience::forward::Hold>,
 }
 
 impl Exchange {
@@ -300,6 +303,7 @@ impl Exchange {
             skip_metrics: self.skip_metrics,
             log: self.log,
             _active: active,
+            _hold: self.hold,
         };
         resp.map(|body| ResponseBody {
             body,
@@ -420,6 +424,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         request_body,
         skip_metrics,
         log,
+        hold: None,
     };
 
     // Cheap clones (shared buffers) so the request can be taken apart later.
@@ -515,9 +520,26 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         log.upstream_cluster = cluster.name.clone();
     }
 
-    // Endpoint selection.
+    // Fault injection (VirtualService `fault`) on this route only.
+    let mut flags = ResponseFlags::NONE;
+    let fault = if fwd.resilience.fault.is_empty() {
+        crate::resilience::fault::FaultDecision::default()
+    } else {
+        fwd.resilience.fault.decide(rand::random(), rand::random())
+    };
+    if let Some(d) = fault.delay {
+        tokio::time::sleep(d).await;
+        flags = flags.union(ResponseFlags::DI);
+    }
+    if let Some(a) = fault.abort {
+        let resp = crate::resilience::forward::abort_response(a);
+        let flags = flags.union(ResponseFlags::FI);
+        return ex.complete(&conn, cluster.peers.clone(), resp, flags, None);
+    }
+
+    // Endpoints are picked per attempt (`resilience::forward`); refuse what cannot be forwarded.
     let mut set_cookie = None;
-    let (upstream, peers) = match cluster.kind {
+    let hash = match cluster.kind {
         ClusterKind::Blackhole => {
             return ex.local(
                 &conn,
@@ -527,59 +549,29 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
                 ResponseFlags::NONE,
             );
         }
-        ClusterKind::OriginalDst => {
-            if conn.destination == conn.listener_addr {
-                // No original destination: forwarding would loop back into this listener.
-                return ex.local(
-                    &conn,
-                    cluster.peers.clone(),
-                    StatusCode::BAD_GATEWAY,
-                    "",
-                    ResponseFlags::NONE,
-                );
-            }
-            let protocol = upstream_protocol(cluster, req.version());
-            (
-                shared.registry.get(conn.destination, protocol),
+        // No original destination: forwarding would loop back into this listener.
+        ClusterKind::OriginalDst if conn.destination == conn.listener_addr => {
+            return ex.local(
+                &conn,
                 cluster.peers.clone(),
-            )
+                StatusCode::BAD_GATEWAY,
+                "",
+                ResponseFlags::NONE,
+            );
         }
-        ClusterKind::Endpoints => {
-            let hash = cluster.hash_key().and_then(|k| {
-                let (h, cookie) = hash_for(k, req.headers(), query, conn.downstream);
-                set_cookie = cookie;
-                h
-            });
-            let Some(ep) = cluster.pick(hash) else {
-                return ex.local(
-                    &conn,
-                    cluster.peers.clone(),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no healthy upstream",
-                    ResponseFlags::UH,
-                );
-            };
-            let up = if cluster.use_downstream_protocol && req.version() == Version::HTTP_2 {
-                shared
-                    .registry
-                    .get(ep.upstream.addr, UpstreamProtocol::Http2)
-            } else {
-                ep.upstream.clone()
-            };
-            (
-                up,
-                ep.peers.clone().unwrap_or_else(|| cluster.peers.clone()),
-            )
-        }
+        ClusterKind::OriginalDst => None,
+        ClusterKind::Endpoints => cluster.hash_key().and_then(|k| {
+            let (h, cookie) = hash_for(k, req.headers(), query, conn.downstream);
+            set_cookie = cookie;
+            h
+        }),
     };
-    if let Some(log) = ex.log.as_mut() {
-        log.upstream_host = Some(upstream.addr);
-    }
+    let protocol = upstream_protocol(cluster, req.version());
 
     // Build the upstream request.
     let is_upgrade = req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && upstream.protocol == UpstreamProtocol::Http1;
+        && protocol == UpstreamProtocol::Http1;
     let downstream_upgrade = if is_upgrade {
         Some(hyper::upgrade::on(&mut req))
     } else {
@@ -615,7 +607,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         (Some(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}"))
             .unwrap_or_else(|_| PathAndQuery::from_static("/")),
     };
-    match upstream.protocol {
+    match protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(pq);
@@ -642,44 +634,34 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         (Some(c), false) => Body::counted(body, c.clone()),
         (None, false) => Body::incoming(body),
     };
-    let up_req = Request::from_parts(parts, up_body);
-
-    let active = upstream.begin();
-    let upstream_start = Instant::now();
-    let sent = upstream.send(up_req, is_upgrade);
-    let result = match fwd.timeout {
-        Some(t) => match tokio::time::timeout(t, sent).await {
-            Ok(r) => r,
-            Err(_) => {
-                return ex.local(
-                    &conn,
-                    peers,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream request timeout",
-                    ResponseFlags::UT,
-                );
-            }
-        },
-        None => sent.await,
+    let target = crate::resilience::forward::Target {
+        snap: &snap,
+        registry: &shared.registry,
+        cluster,
+        policy: &fwd.resilience,
+        timeout: fwd.timeout,
+        protocol,
+        hash,
+        original_dst: conn.destination,
+        upgrade: is_upgrade,
+        authority,
     };
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, cluster = %cluster.name, "upstream request failed");
-            let flags = if e.is_connect_failure() {
-                ResponseFlags::UF
-            } else {
-                ResponseFlags::UC
-            };
-            return ex.local(
-                &conn,
-                peers,
-                StatusCode::SERVICE_UNAVAILABLE,
-                upstream_error_body(e.reset_reason()),
-                flags,
-            );
+    let sent = match crate::resilience::forward::send(target, parts, up_body).await {
+        Ok(sent) => sent,
+        Err(r) => {
+            if let Some(log) = ex.log.as_mut() {
+                log.upstream_host = r.upstream;
+            }
+            return ex.local(&conn, r.peers, r.status, r.body, flags.union(r.flags));
         }
     };
+    if let Some(log) = ex.log.as_mut() {
+        log.upstream_host = Some(sent.upstream.addr);
+    }
+    let (mut resp, upstream, peers, active) = (sent.resp, sent.upstream, sent.peers, sent.active);
+    let upstream_start = sent.attempt_start;
+    flags = flags.union(sent.flags);
+    ex.hold = Some(sent.hold);
     upstream.stats.rq_success.fetch_add(1, Ordering::Relaxed);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -714,7 +696,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
     resp.headers_mut()
         .insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
     let resp = resp.map(Body::incoming);
-    ex.complete(&conn, peers, resp, ResponseFlags::NONE, Some(active))
+    ex.complete(&conn, peers, resp, flags, Some(active))
 }
 
 fn upstream_protocol(cluster: &Cluster, downstream: Version) -> UpstreamProtocol {

@@ -17,6 +17,7 @@ pub mod lb;
 pub mod metrics;
 pub mod orig_dst;
 pub mod proxy;
+pub mod resilience;
 pub mod route;
 pub mod snapshot;
 pub mod sniff;

@@ -412,6 +412,8 @@ pub struct Forward {
     pub rewrite: Rewrite,
     /// Total time for the request; `None` = no timeout (Istio's default).
     pub timeout: Option<std::time::Duration>,
+    /// Retries, fault injection and mirrors.
+    pub resilience: crate::resilience::RoutePolicy,
 }
 
 /// One compiled route.

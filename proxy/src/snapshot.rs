@@ -551,6 +551,7 @@ fn route(
                 clusters,
                 rewrite,
                 timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
+                resilience: crate::resilience::RoutePolicy::compile(a, at, index)?,
             }))
         }
         Some(r::route::Action::Redirect(rd)) => {
@@ -769,6 +770,7 @@ fn cluster(
             }
         }
     }
+    let resilience = crate::resilience::ClusterState::compile(c, eps.len(), at)?;
     Ok(Cluster::new(
         c.name.clone(),
         kind,
@@ -777,7 +779,8 @@ fn cluster(
         policy,
         eps,
         peers,
-    ))
+    )
+    .with_resilience(resilience))
 }
 
 fn chain(
