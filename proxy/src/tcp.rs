@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cluster::ClusterKind;
@@ -20,7 +20,7 @@ use crate::upstream::DEFAULT_CONNECT_TIMEOUT;
 pub async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
     snap: &Snapshot,
-    mut down: S,
+    down: S,
     clusters: &WeightedClusters,
     destination: SocketAddr,
     listener: SocketAddr,
@@ -75,11 +75,32 @@ pub async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = up.set_nodelay(true);
     let h = metrics.tcp(reporter, &peers, ResponseFlags::NONE, false);
     h.opened();
-    let mut up = up;
-    // copy_bidirectional shuts down each write side when its read side reaches EOF (half-close).
-    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        Ok((from_down, from_up)) => h.bytes(from_up, from_down),
-        Err(e) => tracing::debug!(error = %e, %addr, "tcp proxy ended with error"),
+    let (dr, dw) = tokio::io::split(down);
+    let (ur, uw) = up.into_split();
+    // Counters move as bytes flow, so long-lived connections show up in metrics before they end.
+    let res = tokio::try_join!(
+        pump(dr, uw, |n| h.bytes(0, n)),
+        pump(ur, dw, |n| h.bytes(n, 0)),
+    );
+    if let Err(e) = res {
+        tracing::debug!(error = %e, %addr, "tcp proxy ended with error");
     }
     h.closed();
+}
+
+/// Copy one direction until EOF, then half-close the other side's write half.
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut r: R,
+    mut w: W,
+    count: impl Fn(u64),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        w.write_all(&buf[..n]).await?;
+        count(n as u64);
+    }
 }
