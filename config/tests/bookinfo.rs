@@ -500,3 +500,39 @@ fn every_networking_sample_is_covered() {
         );
     }
 }
+
+/// The cache contract: nodes with equal scope keys get identical shared parts (checked for every
+/// Bookinfo pod and the gateway, with every sample applied at once where they do not conflict).
+#[test]
+fn equal_scope_keys_mean_equal_shared_parts() {
+    use halyard_config::translate::{scope_key, translate_shared};
+    let Some(mut input) = bookinfo() else { return };
+    for f in [
+        "bookinfo-gateway.yaml",
+        "destination-rule-all.yaml",
+        "virtual-service-reviews-jason-v2-v3.yaml",
+        "virtual-service-ratings-test-delay.yaml",
+    ] {
+        apply(&mut input, f);
+    }
+    let model = MeshModel::build(&input);
+    let mut nodes: Vec<_> = ["productpage", "reviews", "ratings", "details"]
+        .iter()
+        .map(|app| sidecar(&input, app))
+        .collect();
+    nodes.push(ingress_gateway());
+    let mut by_key = std::collections::BTreeMap::new();
+    for n in &nodes {
+        let shared = translate_shared(&model, n);
+        match by_key.entry(scope_key(&model, n)) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(shared);
+            }
+            std::collections::btree_map::Entry::Occupied(e) => {
+                assert_eq!(e.get(), &shared, "{}", n.id)
+            }
+        }
+    }
+    // All sidecars share one scope (same namespace, no Sidecar); the gateway has its own.
+    assert_eq!(by_key.len(), 2);
+}
