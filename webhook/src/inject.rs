@@ -24,6 +24,8 @@
 
 use std::collections::BTreeMap;
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
 use crate::annotations::{self as ann, InterceptionMode, Labels, parse_bool};
@@ -349,7 +351,7 @@ impl Injector {
     ) -> Result<(Outcome, json_patch::Patch), Error> {
         let outcome = self.inject(pod, ctx)?;
         let patch = match &outcome {
-            Outcome::Injected(injected) => json_patch::diff(pod, injected),
+            Outcome::Injected(injected) => object_patch(pod, injected),
             Outcome::Skipped(_) => json_patch::Patch(Vec::new()),
         };
         Ok((outcome, patch))
@@ -786,6 +788,51 @@ struct Previous {
     prometheus: Option<String>,
 }
 
+/// RFC 6902 operations turning `from` into `to`. Objects are compared member by member; anything else
+/// (arrays included) is replaced whole. As valid as a full diff (`json_patch::diff`) and about as fast as
+/// cloning the changed parts, since containers and volumes change as whole lists anyway.
+pub fn object_patch(from: &Value, to: &Value) -> json_patch::Patch {
+    let mut ops = Vec::new();
+    let mut path = PointerBuf::root();
+    diff_into(&mut path, from, to, &mut ops);
+    json_patch::Patch(ops)
+}
+
+fn diff_into(path: &mut PointerBuf, from: &Value, to: &Value, ops: &mut Vec<PatchOperation>) {
+    if from == to {
+        return;
+    }
+    let (Value::Object(a), Value::Object(b)) = (from, to) else {
+        ops.push(PatchOperation::Replace(ReplaceOperation {
+            path: path.clone(),
+            value: to.clone(),
+        }));
+        return;
+    };
+    for key in a.keys().filter(|k| !b.contains_key(*k)) {
+        let mut p = path.clone();
+        p.push_back(key.as_str());
+        ops.push(PatchOperation::Remove(RemoveOperation { path: p }));
+    }
+    for (key, value) in b {
+        match a.get(key) {
+            None => {
+                let mut p = path.clone();
+                p.push_back(key.as_str());
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: p,
+                    value: value.clone(),
+                }));
+            }
+            Some(old) => {
+                path.push_back(key.as_str());
+                diff_into(path, old, value, ops);
+                path.pop_back();
+            }
+        }
+    }
+}
+
 /// Removes everything the status annotation lists; returns what the old proxy recorded.
 fn strip(pod: &mut Value) -> Result<Previous, Error> {
     let Some(status_text) = pod
@@ -1206,6 +1253,26 @@ mod tests {
             err.starts_with("invalid value 'lots' for annotation 'sidecar.istio.io/proxyCPU': "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn object_patch_escapes_and_applies() {
+        let from =
+            json!({"metadata": {"annotations": {"a/b": "1", "gone": "x"}}, "spec": {"l": [1, 2]}});
+        let to = json!({"metadata": {"annotations": {"a/b": "2", "new~x": "y"}}, "spec": {"l": [1]}, "extra": true});
+        let patch = object_patch(&from, &to);
+        let text = serde_json::to_string(&patch).unwrap();
+        assert!(
+            text.contains("/metadata/annotations/a~1b") && text.contains("new~0x"),
+            "{text}"
+        );
+        let mut applied = from.clone();
+        json_patch::patch(&mut applied, &patch).unwrap();
+        assert_eq!(applied, to);
+        assert!(object_patch(&to, &to).0.is_empty());
+        let mut whole = json!(1);
+        json_patch::patch(&mut whole, &object_patch(&json!(1), &json!({"a": 1}))).unwrap();
+        assert_eq!(whole, json!({"a": 1}));
     }
 
     #[test]
