@@ -87,7 +87,7 @@ pub struct NotClientHello;
 pub fn parse_client_hello(buf: &[u8]) -> Result<Option<ClientHello>, NotClientHello> {
     // Record header: type(1)=22, version(2), length(2).
     if buf.len() < 5 {
-        return if buf[0] == 0x16 {
+        return if buf.first() == Some(&0x16) {
             Ok(None)
         } else {
             Err(NotClientHello)
@@ -318,6 +318,7 @@ pub(crate) mod tests {
         }
         // Truncated record: wait for more.
         assert_eq!(detect(&ch[..20]), Detected::NeedMore);
+        assert_eq!(parse_client_hello(&[]), Err(NotClientHello));
     }
 
     #[test]
