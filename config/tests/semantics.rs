@@ -1238,3 +1238,34 @@ spec: {host: "*.default.svc.cluster.local", trafficPolicy: {loadBalancer: {simpl
         w[0]
     );
 }
+
+#[test]
+fn sidecar_egress_ports_scope_hosts_per_port() {
+    let input = mesh(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress:
+  - port: {number: 5432, protocol: TCP, name: tcp}
+    hosts: ["./db.default.svc.cluster.local"]
+  - hosts: ["other/*"]
+"#,
+    );
+    let res = run(&input, "client");
+    // (cluster, present)
+    let cases = [
+        ("outbound|5432||db.default.svc.cluster.local", true),
+        ("outbound|80||web.other.svc.cluster.local", true),
+        ("outbound|9080||reviews.default.svc.cluster.local", false),
+    ];
+    for (name, present) in cases {
+        assert_eq!(
+            res.clusters.iter().any(|c| c.name == name),
+            present,
+            "{name}"
+        );
+    }
+    assert!(!res.route_configs.iter().any(|r| r.name == "9080"));
+}

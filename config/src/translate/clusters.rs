@@ -82,7 +82,7 @@ pub(crate) fn destination_rule_for<'m>(
 pub(crate) fn outbound(scope: &Scope<'_>, out: &mut ProxyResources) {
     for svc in scope.services() {
         let dr = destination_rule_for(scope, svc);
-        for port in &svc.ports {
+        for port in svc.ports.iter().filter(|p| scope.port_visible(svc, p.port)) {
             build(scope, svc, port.port, None, dr, out);
             if let Some(dr) = dr {
                 for subset in &dr.spec.subsets {

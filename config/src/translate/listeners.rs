@@ -347,7 +347,7 @@ pub(crate) fn outbound(scope: &Scope<'_>, out: &mut ProxyResources) {
     let mut http_ports: BTreeMap<u32, Vec<&ServiceInfo>> = BTreeMap::new();
     let mut tcp_ports: Vec<(&ServiceInfo, u32)> = Vec::new();
     for svc in scope.services() {
-        for p in &svc.ports {
+        for p in svc.ports.iter().filter(|p| scope.port_visible(svc, p.port)) {
             if is_http(p.protocol) {
                 http_ports.entry(p.port).or_default().push(svc);
             } else {

@@ -192,17 +192,29 @@ impl<'m> Scope<'m> {
         }
     }
 
-    /// Sidecar egress `hosts` (`ns/host`) admit config of namespace `ns` for `host`.
-    fn egress_allows(&self, ns: &str, host: &str) -> bool {
+    /// Sidecar egress `hosts` (`ns/host`) admit config of namespace `ns` for `host`, on `port`
+    /// when given. An egress listener with a `port` governs that port only; listeners without
+    /// one govern every port no port-specific listener names.
+    fn egress_allows(&self, ns: &str, host: &str, port: Option<u32>) -> bool {
         let Some(sc) = self.sidecar else {
             return true;
         };
         if sc.spec.egress.is_empty() {
             return true;
         }
+        let port_of = |e: &halyard_crds::networking::IstioEgressListener| {
+            e.port.as_ref().and_then(|p| p.number).filter(|n| *n != 0)
+        };
+        let claimed = port.is_some_and(|p| sc.spec.egress.iter().any(|e| port_of(e) == Some(p)));
         sc.spec
             .egress
             .iter()
+            .filter(|e| match (port, port_of(e)) {
+                // Any port will do when asking about a host as a whole.
+                (None, _) => true,
+                (Some(p), Some(ep)) => p == ep,
+                (Some(_), None) => !claimed,
+            })
             .flat_map(|e| e.hosts.iter())
             .any(|entry| {
                 let (ens, ehost) = entry.split_once('/').unwrap_or(("*", entry.as_str()));
@@ -217,10 +229,16 @@ impl<'m> Scope<'m> {
             })
     }
 
+    /// Whether this proxy may use `svc` on `port` (Sidecar egress, per port).
+    pub(crate) fn port_visible(&self, svc: &ServiceInfo, port: u32) -> bool {
+        self.egress_allows(&svc.namespace, &svc.host, Some(port))
+    }
+
     /// Services this proxy may reach (exportTo and Sidecar egress).
     pub(crate) fn services(&self) -> impl Iterator<Item = &'m ServiceInfo> + '_ {
         self.model.services.iter().filter(move |s| {
-            s.export_to.visible_to(self.namespace) && self.egress_allows(&s.namespace, &s.host)
+            s.export_to.visible_to(self.namespace)
+                && self.egress_allows(&s.namespace, &s.host, None)
         })
     }
 
@@ -231,7 +249,7 @@ impl<'m> Scope<'m> {
                 || vs
                     .hosts
                     .iter()
-                    .any(|h| self.egress_allows(&vs.meta.namespace, h)))
+                    .any(|h| self.egress_allows(&vs.meta.namespace, h, None)))
     }
 
     /// The VirtualService that owns `host` for gateway context `gateway` (`mesh` or
