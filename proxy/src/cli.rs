@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long = "workload-port")]
     pub workload_ports: Vec<String>,
     /// Local mode: address of the application the inbound listeners forward to.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "HALYARD_APP_ADDRESS", default_value = "")]
     pub app_address: String,
     /// Kubernetes cluster id (Istio's `CLUSTER_ID`).
     #[arg(long, env = "CLUSTER_ID", default_value = "Kubernetes")]
