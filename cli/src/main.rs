@@ -17,6 +17,10 @@ struct Cli {
 enum Command {
     /// Print the client version.
     Version,
+    /// Install the operator and a MeshInstall on the current cluster, and wait until it is reconciled.
+    Install(cmd::install::InstallArgs),
+    /// Delete MeshInstalls (the operator uninstalls them), then the operator.
+    Uninstall(cmd::install::UninstallArgs),
     /// Validate Istio configuration files (as the admission webhook would) without a cluster.
     Validate(cmd::validate::ValidateArgs),
     /// Add the sidecar to Pods and workload pod templates in a manifest, as the webhook would.
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => cmd::version::run(),
+        Command::Install(args) => cmd::install::run_install(args),
+        Command::Uninstall(args) => cmd::install::run_uninstall(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::KubeInject(args) => cmd::kube_inject::run(args),
         Command::ProxyConfig(args) => cmd::proxy_config::run(args),

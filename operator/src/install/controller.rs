@@ -297,14 +297,18 @@ async fn write_status(mi: &MeshInstall, ctx: &Context, obs: &Observation) -> Res
     Ok(true)
 }
 
-fn dynamic_api(client: &Client, k: &KindInfo, namespace: Option<&str>) -> Api<DynamicObject> {
+pub(crate) fn dynamic_api(
+    client: &Client,
+    k: &KindInfo,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
     match (k.namespaced, namespace) {
         (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &k.api_resource()),
         _ => Api::all_with(client.clone(), &k.api_resource()),
     }
 }
 
-fn is_not_found(e: &kube::Error) -> bool {
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
@@ -433,16 +437,21 @@ async fn serving_cert(ctx: &Context, layout: &Layout, ca: &CaMaterial) -> Result
 
 /// Server-side apply of one rendered object.
 pub async fn apply_object(ctx: &Context, obj: &Value) -> Result<()> {
+    apply_value(&ctx.client, obj, FIELD_MANAGER).await
+}
+
+/// Server-side apply (forced, with `field_manager`) of any object of a kind in [`kinds::lookup`].
+pub async fn apply_value(client: &Client, obj: &Value, field_manager: &str) -> Result<()> {
     let (api_version, kind, namespace, name) = render::identity(obj);
     let k = kinds::lookup(&api_version, &kind).ok_or_else(|| Error::UnknownKind {
         api_version: api_version.clone(),
         kind: kind.clone(),
         name: name.clone(),
     })?;
-    dynamic_api(&ctx.client, &k, namespace.as_deref())
+    dynamic_api(client, &k, namespace.as_deref())
         .patch(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(field_manager).force(),
             &Patch::Apply(obj),
         )
         .await
@@ -457,7 +466,7 @@ fn qualified(ns: Option<&str>, name: &str) -> String {
     }
 }
 
-fn is_established(crd: &CustomResourceDefinition) -> bool {
+pub(crate) fn is_established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

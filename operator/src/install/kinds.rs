@@ -141,9 +141,35 @@ pub const PRUNE_ORDER: [KindInfo; 11] = [
     SECRET,
 ];
 
+pub const CLUSTER_ROLE: KindInfo = k(
+    "rbac.authorization.k8s.io",
+    "v1",
+    "ClusterRole",
+    "clusterroles",
+    false,
+);
+pub const CLUSTER_ROLE_BINDING: KindInfo = k(
+    "rbac.authorization.k8s.io",
+    "v1",
+    "ClusterRoleBinding",
+    "clusterrolebindings",
+    false,
+);
+pub const MESH_INSTALL: KindInfo = k(
+    "install.halyard.dev",
+    "v1alpha1",
+    "MeshInstall",
+    "meshinstalls",
+    false,
+);
+
+/// Kinds of the operator's own manifests (`halyard install`) that MeshInstalls never render.
+pub const OPERATOR_ONLY: [KindInfo; 3] = [CLUSTER_ROLE, CLUSTER_ROLE_BINDING, MESH_INSTALL];
+
 /// The kind of an `apiVersion`/`kind` pair, if the operator knows it.
 pub fn lookup(api_version: &str, kind: &str) -> Option<KindInfo> {
     ALL.into_iter()
+        .chain(OPERATOR_ONLY)
         .find(|k| k.kind == kind && k.api_version() == api_version)
 }
 

@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod ca;
+pub mod client;
 pub mod controller;
 pub mod kinds;
 pub mod leader;
