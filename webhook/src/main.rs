@@ -87,6 +87,13 @@ async fn main() -> anyhow::Result<()> {
         ..ServerOptions::default()
     };
     let state = AppState::new(Injector::new(template, mesh), options);
+    // The operator updates these files in place (ConfigMap mounts); pick changes up without a restart.
+    tokio::spawn(server::watch_config_files(
+        state.injector.clone(),
+        args.injection_template.clone(),
+        args.mesh_config.clone(),
+        std::time::Duration::from_secs(5),
+    ));
     let addr = SocketAddr::new(args.addr, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

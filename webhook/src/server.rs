@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -25,8 +26,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::inject::Injector;
+use crate::mesh::MeshConfig;
 use crate::metrics::Metrics;
 use crate::review::{self, Verdict};
+use crate::template::InjectionTemplate;
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -53,7 +56,8 @@ impl Default for ServerOptions {
 
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub injector: Arc<Injector>,
+    /// Swapped whole when the template or mesh config file changes (see [`watch_config_files`]).
+    pub injector: Arc<ArcSwap<Injector>>,
     pub metrics: Arc<Metrics>,
     pub options: ServerOptions,
     /// Set once the listener serves; `/readyz` reports it.
@@ -63,7 +67,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(injector: Injector, options: ServerOptions) -> Self {
         AppState {
-            injector: Arc::new(injector),
+            injector: Arc::new(ArcSwap::from_pointee(injector)),
             metrics: Arc::new(Metrics::default()),
             options,
             ready: Arc::new(AtomicBool::new(false)),
@@ -151,7 +155,7 @@ async fn inject(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let (code, out, verdict) =
-        review::respond(&body, |r| review::handle_inject(r, &state.injector));
+        review::respond(&body, |r| review::handle_inject(r, &state.injector.load()));
     state.metrics.record_inject(verdict, start.elapsed());
     json_response(code, out)
 }
@@ -259,4 +263,94 @@ pub async fn serve(
         tracing::warn!("connections still open after the drain timeout; closing");
     }
     Ok(())
+}
+
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Polls the injection template and mesh config files (as mounted from ConfigMaps the operator writes) and
+/// swaps in a new injector when they change and parse; a file that does not parse is logged and the
+/// previous injector keeps serving. Runs until the task is dropped.
+pub async fn watch_config_files(
+    injector: Arc<ArcSwap<Injector>>,
+    template: Option<std::path::PathBuf>,
+    mesh: Option<std::path::PathBuf>,
+    every: Duration,
+) {
+    let stamps = |t: &Option<std::path::PathBuf>, m: &Option<std::path::PathBuf>| {
+        (
+            t.as_deref().and_then(modified),
+            m.as_deref().and_then(modified),
+        )
+    };
+    let mut seen = stamps(&template, &mesh);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = stamps(&template, &mesh);
+        if now == seen {
+            continue;
+        }
+        let loaded = (|| -> Result<Injector, crate::Error> {
+            let t = match &template {
+                Some(p) => InjectionTemplate::from_file(p)?,
+                None => InjectionTemplate::builtin()?,
+            };
+            let m = match &mesh {
+                Some(p) => MeshConfig::from_file(p)?,
+                None => MeshConfig::default(),
+            };
+            Ok(Injector::new(t, m))
+        })();
+        match loaded {
+            Ok(new) => {
+                injector.store(Arc::new(new));
+                seen = now;
+                tracing::info!("injection template / mesh config reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "injection config changed but cannot be loaded; keeping the previous one")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn template_file_changes_are_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("template.yaml");
+        let mut t = InjectionTemplate::builtin().unwrap();
+        std::fs::write(&path, t.to_yaml().unwrap()).unwrap();
+        let state = AppState::new(
+            Injector::new(t.clone(), MeshConfig::default()),
+            ServerOptions::default(),
+        );
+        let watcher = tokio::spawn(watch_config_files(
+            state.injector.clone(),
+            Some(path.clone()),
+            None,
+            Duration::from_millis(20),
+        ));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // A broken file keeps the old injector.
+        std::fs::write(&path, "proxy: [").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(state.injector.load().template, t);
+        t.proxy.image = "registry.example/proxy:2".into();
+        std::fs::write(&path, t.to_yaml().unwrap()).unwrap();
+        let mut swapped = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if state.injector.load().template.proxy.image == "registry.example/proxy:2" {
+                swapped = true;
+                break;
+            }
+        }
+        watcher.abort();
+        assert!(swapped, "template change not picked up");
+    }
 }
