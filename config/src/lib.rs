@@ -44,5 +44,5 @@ pub mod type_urls;
 pub mod wire;
 
 pub use error::{Error, FormatError, NameError, TranslateError, WireError};
-pub use names::ClusterName;
+pub use names::{BLACKHOLE_CLUSTER, ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER};
 pub use resources::ProxyResources;
