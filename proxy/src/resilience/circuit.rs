@@ -44,8 +44,6 @@ pub struct Limits {
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
     pub retry_budget: Option<RetryBudget>,
-    pub connect_timeout: Option<Duration>,
-    pub idle_timeout: Option<Duration>,
 }
 
 impl Limits {

@@ -203,15 +203,12 @@ impl ClusterState {
         if let Some(cp) = &c.connection_pool {
             if let Some(t) = &cp.tcp {
                 limits.max_connections = nz(t.max_connections);
-                limits.connect_timeout = ms(t.connect_timeout_ms);
-                limits.idle_timeout = ms(t.idle_timeout_ms);
             }
             if let Some(h) = &cp.http {
                 limits.max_pending_requests = nz(h.http1_max_pending_requests);
                 limits.max_requests = nz(h.http2_max_requests);
                 limits.max_requests_per_connection = nz(h.max_requests_per_connection);
                 limits.max_retries = nz(h.max_retries);
-                limits.idle_timeout = ms(h.idle_timeout_ms).or(limits.idle_timeout);
             }
         }
         if let Some(b) = &c.retry_budget {
