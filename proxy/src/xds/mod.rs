@@ -7,10 +7,27 @@
 //! and the proxy keeps serving what it had.
 
 pub mod backoff;
+mod client;
+mod state;
+
+pub use client::{ClientConfig, ClientStatus, Protocol, XdsClient};
 
 /// Where the discovery client delivers assembled config; the proxy runtime implements it.
 pub trait ConfigSink: Send + Sync + 'static {
     /// Validate + compile + swap atomically. Err(reason) => the client NACKs with that reason and the proxy keeps
     /// its previous config.
     fn apply(&self, resources: &halyard_config::ProxyResources) -> Result<(), String>;
+}
+
+/// Why the client could not set itself up.
+#[derive(Debug, thiserror::Error)]
+pub enum XdsError {
+    #[error("discovery client: no control-plane address given")]
+    NoAddress,
+    #[error("discovery client: invalid control-plane address {address:?}: {source}")]
+    InvalidAddress {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
 }

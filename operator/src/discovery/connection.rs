@@ -1,0 +1,657 @@
+//! The protocol state of one proxy's stream, free of I/O: which responses to send for a request or a push, and
+//! the ACK/NACK bookkeeping per type (Istio's `ShouldRespond` rules).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use halyard_config::discovery::{Node, Resource};
+use halyard_config::type_urls::PUSH_ORDER;
+use halyard_config::wire::short_name;
+
+use super::output::{ProxyOutput, TypeOutput, diff};
+use super::status::{ProxyStatus, TypeStatus};
+
+/// State of the world or incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    StateOfTheWorld,
+    Delta,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::StateOfTheWorld => "sotw",
+            Mode::Delta => "delta",
+        }
+    }
+}
+
+/// A request of either form, normalised.
+#[derive(Debug, Clone, Default)]
+pub struct Incoming {
+    pub type_url: String,
+    pub version: String,
+    pub nonce: String,
+    /// State of the world: the subscribed names (empty = all).
+    pub names: Vec<String>,
+    pub error: Option<String>,
+    /// Delta: what the proxy already holds, on its first request of a type.
+    pub initial_versions: BTreeMap<String, String>,
+}
+
+/// A response of either form, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub type_url: &'static str,
+    pub version: String,
+    pub nonce: String,
+    pub resources: Vec<Resource>,
+    /// Delta only.
+    pub removed: Vec<String>,
+}
+
+/// What a request turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestKind {
+    Subscribe,
+    Ack,
+    Nack(String),
+    /// It answered a response older than the last one sent (Istio's expired nonce): ignored.
+    Expired,
+    UnknownType,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    subscribed: bool,
+    names: Vec<String>,
+    /// What the proxy holds once it accepts the last response (state of the world: that response's set).
+    sent: Option<Arc<TypeOutput>>,
+    /// What the proxy held at its last ACK.
+    acked: Option<Arc<TypeOutput>>,
+    status: TypeStatus,
+}
+
+struct Pending {
+    since: Instant,
+    awaiting: BTreeSet<&'static str>,
+}
+
+/// One stream.
+pub struct Connection {
+    mode: Mode,
+    node: Node,
+    connection_id: String,
+    control_plane: String,
+    connected_at_unix: u64,
+    types: BTreeMap<&'static str, TypeState>,
+    next_nonce: u64,
+    output: Option<Arc<ProxyOutput>>,
+    config_version: u64,
+    pending: Option<Pending>,
+}
+
+impl Connection {
+    pub fn new(
+        mode: Mode,
+        node: Node,
+        connection_id: String,
+        control_plane: String,
+        connected_at_unix: u64,
+    ) -> Self {
+        let types = PUSH_ORDER
+            .iter()
+            .map(|t| {
+                let state = TypeState {
+                    status: TypeStatus {
+                        type_url: t.to_string(),
+                        ..TypeStatus::default()
+                    },
+                    ..TypeState::default()
+                };
+                (*t, state)
+            })
+            .collect();
+        Connection {
+            mode,
+            node,
+            connection_id,
+            control_plane,
+            connected_at_unix,
+            types,
+            next_nonce: 0,
+            output: None,
+            config_version: 0,
+            pending: None,
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn output(&self) -> Option<&Arc<ProxyOutput>> {
+        self.output.as_ref()
+    }
+
+    /// Handles one request. Returns the responses to send, what the request was, and, when it completed a
+    /// push, how long that push took to converge.
+    pub fn on_request(
+        &mut self,
+        req: Incoming,
+        now: Instant,
+    ) -> (Vec<Outgoing>, RequestKind, Option<Duration>) {
+        let Some(type_url) = PUSH_ORDER.iter().copied().find(|t| *t == req.type_url) else {
+            return (Vec::new(), RequestKind::UnknownType, None);
+        };
+        let mode = self.mode;
+        let Some(state) = self.types.get_mut(type_url) else {
+            return (Vec::new(), RequestKind::UnknownType, None);
+        };
+
+        if let Some(reason) = req.error {
+            state.status.nack = Some(reason.clone());
+            if mode == Mode::Delta {
+                // the proxy kept what it had: diff the next push against that
+                state.sent = state.acked.clone();
+            }
+            let converged = self.settle(type_url, &req.nonce, now);
+            return (Vec::new(), RequestKind::Nack(reason), converged);
+        }
+
+        if req.nonce.is_empty() {
+            // first request of this type on the stream, or a reconnect
+            state.subscribed = true;
+            state.names = req.names;
+            state.sent = match mode {
+                Mode::Delta => Some(Arc::new(TypeOutput::from_versions(&req.initial_versions))),
+                Mode::StateOfTheWorld => None,
+            };
+            state.acked = state.sent.clone();
+            let out = self.respond_current(type_url);
+            return (out.into_iter().collect(), RequestKind::Subscribe, None);
+        }
+
+        if state.status.nonce_sent.as_deref() != Some(req.nonce.as_str()) {
+            return (Vec::new(), RequestKind::Expired, None);
+        }
+
+        state.status.nonce_acked = Some(req.nonce.clone());
+        state.status.version_acked = Some(req.version);
+        state.status.nack = None;
+        state.acked = state.sent.clone();
+        let names_changed = mode == Mode::StateOfTheWorld && state.names != req.names;
+        state.names = req.names;
+        let converged = self.settle(type_url, &req.nonce, now);
+        let out = if names_changed {
+            self.respond_current(type_url).into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        (out, RequestKind::Ack, converged)
+    }
+
+    /// A new config for this proxy: the responses for every subscribed type that changed, clusters first and
+    /// removals last (make-before-break), so that nothing ever references a resource the proxy lacks.
+    pub fn on_push(
+        &mut self,
+        output: Arc<ProxyOutput>,
+        config_version: u64,
+        first_change: Instant,
+    ) -> Vec<Outgoing> {
+        self.output = Some(output.clone());
+        self.config_version = config_version;
+        let mut adds = Vec::new();
+        let mut removals = Vec::new();
+        for type_url in PUSH_ORDER {
+            let Some(state) = self.types.get(type_url) else {
+                continue;
+            };
+            // a type whose first response is still owed is answered now; its subscribe is the trigger
+            if !state.subscribed {
+                continue;
+            }
+            // the first response of a type is owed whatever changed (a subscribe that came before any config)
+            if state.status.nonce_sent.is_none() {
+                adds.push((type_url, Phase::Initial));
+                continue;
+            }
+            let new = self.wanted(type_url, &output);
+            let Some(old) = state.sent.clone() else {
+                adds.push((type_url, Phase::Initial));
+                continue;
+            };
+            if old.same_as(&new) {
+                continue;
+            }
+            let d = diff(&old, &new);
+            match (d.upserted.is_empty(), d.removed.is_empty()) {
+                (_, true) => adds.push((type_url, Phase::Add(new, d.upserted))),
+                (true, false) => removals.push((type_url, new, d.removed)),
+                (false, false) => {
+                    adds.push((
+                        type_url,
+                        Phase::Bridge(new.union_with_removed(&old), d.upserted),
+                    ));
+                    removals.push((type_url, new, d.removed));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (type_url, phase) in adds {
+            let response = match (self.mode, phase) {
+                (_, Phase::Initial) => match self.respond_current(type_url) {
+                    Some(response) => response,
+                    None => continue,
+                },
+                (Mode::StateOfTheWorld, Phase::Add(set, _)) => self.full_response(type_url, set),
+                (Mode::StateOfTheWorld, Phase::Bridge(union, _)) => {
+                    self.full_response(type_url, Arc::new(union))
+                }
+                (Mode::Delta, Phase::Add(set, upserted)) => {
+                    self.delta_response(type_url, set, upserted, Vec::new())
+                }
+                (Mode::Delta, Phase::Bridge(union, upserted)) => {
+                    self.delta_response(type_url, Arc::new(union), upserted, Vec::new())
+                }
+            };
+            out.push(response);
+        }
+        for (type_url, set, removed) in removals.into_iter().rev() {
+            let response = match self.mode {
+                Mode::StateOfTheWorld => self.full_response(type_url, set),
+                Mode::Delta => self.delta_response(type_url, set, Vec::new(), removed),
+            };
+            out.push(response);
+        }
+        if !out.is_empty() {
+            let awaiting: BTreeSet<&'static str> = out.iter().map(|o| o.type_url).collect();
+            match &mut self.pending {
+                // the clock keeps running from the oldest change the proxy has not converged on
+                Some(p) => p.awaiting.extend(awaiting),
+                None => {
+                    self.pending = Some(Pending {
+                        since: first_change,
+                        awaiting,
+                    })
+                }
+            }
+        }
+        out
+    }
+
+    /// The `/debug/syncz` view of this stream.
+    pub fn status(&self) -> ProxyStatus {
+        ProxyStatus {
+            proxy_id: self.node.id.clone(),
+            connection_id: self.connection_id.clone(),
+            namespace: self.node.namespace.clone(),
+            proxy_version: self.node.proxy_version.clone(),
+            control_plane: self.control_plane.clone(),
+            protocol: self.mode.name().to_string(),
+            connected_at_unix: self.connected_at_unix,
+            config_version: self.config_version,
+            types: self
+                .types
+                .iter()
+                .map(|(t, s)| {
+                    let mut status = s.status.clone();
+                    status.subscribed = s.subscribed;
+                    status.status = Some(status.state());
+                    (short_name(t).to_string(), status)
+                })
+                .collect(),
+        }
+    }
+
+    /// The set the proxy subscribed to: the shared one unless it asked for particular names, so that 1,000
+    /// proxies with the same config hold one copy of it.
+    fn wanted(&self, type_url: &'static str, output: &ProxyOutput) -> Arc<TypeOutput> {
+        let all = output.of_type(type_url);
+        match self.types.get(type_url) {
+            Some(s) if self.mode == Mode::StateOfTheWorld && !s.names.is_empty() => {
+                Arc::new(all.filtered(&s.names))
+            }
+            _ => all,
+        }
+    }
+
+    /// The answer to a subscribe: everything current (state of the world) or the difference from what the
+    /// proxy says it holds (delta, always answered so the proxy knows the type is in sync).
+    fn respond_current(&mut self, type_url: &'static str) -> Option<Outgoing> {
+        let output = self.output.clone()?;
+        let set = self.wanted(type_url, &output);
+        Some(match self.mode {
+            Mode::StateOfTheWorld => self.full_response(type_url, set),
+            Mode::Delta => {
+                let known = self
+                    .types
+                    .get(type_url)
+                    .and_then(|s| s.sent.clone())
+                    .unwrap_or_else(|| Arc::new(TypeOutput::new(Vec::new())));
+                let d = diff(&known, &set);
+                self.delta_response(type_url, set, d.upserted, d.removed)
+            }
+        })
+    }
+
+    fn full_response(&mut self, type_url: &'static str, set: Arc<TypeOutput>) -> Outgoing {
+        let resources = set.resources().to_vec();
+        self.record_sent(type_url, set, resources, Vec::new())
+    }
+
+    fn delta_response(
+        &mut self,
+        type_url: &'static str,
+        set: Arc<TypeOutput>,
+        upserted: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Outgoing {
+        self.record_sent(type_url, set, upserted, removed)
+    }
+
+    fn record_sent(
+        &mut self,
+        type_url: &'static str,
+        set: Arc<TypeOutput>,
+        resources: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Outgoing {
+        self.next_nonce += 1;
+        let nonce = format!("{}-{}", self.connection_id, self.next_nonce);
+        let version = set.version();
+        if let Some(state) = self.types.get_mut(type_url) {
+            state.status.nonce_sent = Some(nonce.clone());
+            state.status.version_sent = Some(version.clone());
+            state.status.resources_sent = set.len();
+            state.sent = Some(set);
+        }
+        Outgoing {
+            type_url,
+            version,
+            nonce,
+            resources,
+            removed,
+        }
+    }
+
+    /// The proxy answered the latest response of `type_url`; returns the convergence time once every type
+    /// of the pending push is answered.
+    fn settle(&mut self, type_url: &'static str, nonce: &str, now: Instant) -> Option<Duration> {
+        let latest = self
+            .types
+            .get(type_url)
+            .and_then(|s| s.status.nonce_sent.as_deref())
+            == Some(nonce);
+        let pending = self.pending.as_mut()?;
+        if latest {
+            pending.awaiting.remove(type_url);
+        }
+        if pending.awaiting.is_empty() {
+            let since = pending.since;
+            self.pending = None;
+            return Some(now.saturating_duration_since(since));
+        }
+        None
+    }
+}
+
+enum Phase {
+    /// First response of a type on this stream.
+    Initial,
+    /// Additions and changes only.
+    Add(Arc<TypeOutput>, Vec<Resource>),
+    /// Additions while keeping resources about to be removed (their removal follows at the end).
+    Bridge(TypeOutput, Vec<Resource>),
+}
+
+#[cfg(test)]
+mod tests {
+    use halyard_config::ProxyResources;
+    use halyard_config::resources::{
+        Cluster, ClusterEndpoints, Listener, RouteConfiguration, VirtualHost,
+    };
+    use halyard_config::type_urls::{CLUSTER, ENDPOINTS, LISTENER, ROUTE};
+
+    use super::*;
+
+    fn node() -> Node {
+        Node {
+            id: "productpage-v1-1.default".into(),
+            namespace: "default".into(),
+            ..Node::default()
+        }
+    }
+
+    /// `route` names the one virtual host of route config `9080`, so changing it changes the route.
+    fn output(clusters: &[&str], route: &str) -> Arc<ProxyOutput> {
+        let resources = ProxyResources {
+            clusters: clusters
+                .iter()
+                .map(|c| Cluster {
+                    name: c.to_string(),
+                    ..Cluster::default()
+                })
+                .collect(),
+            endpoints: clusters
+                .iter()
+                .map(|c| ClusterEndpoints {
+                    cluster_name: c.to_string(),
+                    ..ClusterEndpoints::default()
+                })
+                .collect(),
+            listeners: vec![Listener {
+                name: "0.0.0.0_15001".into(),
+                ..Listener::default()
+            }],
+            route_configs: vec![RouteConfiguration {
+                name: "9080".to_string(),
+                virtual_hosts: vec![VirtualHost {
+                    name: route.to_string(),
+                    ..VirtualHost::default()
+                }],
+                ..RouteConfiguration::default()
+            }],
+            ..ProxyResources::default()
+        };
+        Arc::new(ProxyOutput::new(resources))
+    }
+
+    fn subscribe(conn: &mut Connection, type_url: &str) -> Vec<Outgoing> {
+        let (out, kind, _) = conn.on_request(
+            Incoming {
+                type_url: type_url.into(),
+                ..Incoming::default()
+            },
+            Instant::now(),
+        );
+        assert_eq!(kind, RequestKind::Subscribe);
+        out
+    }
+
+    fn ack(conn: &mut Connection, out: &Outgoing) -> (RequestKind, Option<Duration>) {
+        let (_, kind, converged) = conn.on_request(
+            Incoming {
+                type_url: out.type_url.into(),
+                version: out.version.clone(),
+                nonce: out.nonce.clone(),
+                ..Incoming::default()
+            },
+            Instant::now(),
+        );
+        (kind, converged)
+    }
+
+    fn connected(mode: Mode, initial: Arc<ProxyOutput>) -> (Connection, Vec<Outgoing>) {
+        let mut conn = Connection::new(mode, node(), "c-1".into(), "cp".into(), 0);
+        conn.on_push(initial, 1, Instant::now());
+        let mut sent = Vec::new();
+        for t in PUSH_ORDER {
+            sent.extend(subscribe(&mut conn, t));
+        }
+        for o in &sent {
+            ack(&mut conn, o);
+        }
+        (conn, sent)
+    }
+
+    #[test]
+    fn subscribe_answers_with_everything_current() {
+        let (conn, sent) = connected(Mode::StateOfTheWorld, output(&["a", "b"], "9080"));
+        let clusters = sent.iter().find(|o| o.type_url == CLUSTER).unwrap();
+        assert_eq!(clusters.resources.len(), 2);
+        let status = conn.status();
+        assert!(
+            status
+                .types
+                .values()
+                .all(|t| t.status == Some(super::super::status::SyncState::Synced))
+        );
+    }
+
+    #[test]
+    fn push_sends_only_changed_types_in_dependency_order() {
+        let (mut conn, _) = connected(Mode::StateOfTheWorld, output(&["a"], "9080"));
+        let out = conn.on_push(output(&["a", "b"], "9080-v2"), 2, Instant::now());
+        let order: Vec<&str> = out.iter().map(|o| o.type_url).collect();
+        assert_eq!(order, vec![CLUSTER, ENDPOINTS, ROUTE]);
+        // the unchanged listener is not resent
+        assert!(!order.contains(&LISTENER));
+    }
+
+    #[test]
+    fn nothing_is_sent_when_the_output_did_not_change() {
+        let (mut conn, _) = connected(Mode::StateOfTheWorld, output(&["a"], "9080"));
+        assert!(
+            conn.on_push(output(&["a"], "9080"), 2, Instant::now())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn removals_come_after_the_routes_that_stop_using_them() {
+        let (mut conn, _) = connected(Mode::StateOfTheWorld, output(&["a", "old"], "9080"));
+        let out = conn.on_push(output(&["a", "new"], "9080-v2"), 2, Instant::now());
+        let order: Vec<&str> = out.iter().map(|o| o.type_url).collect();
+        // bridge (old ∪ new) clusters and endpoints, then routes, then the final sets in reverse order
+        assert_eq!(order, vec![CLUSTER, ENDPOINTS, ROUTE, ENDPOINTS, CLUSTER]);
+        let names = |o: &Outgoing| {
+            o.resources
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&out[0]), vec!["a", "new", "old"]);
+        assert_eq!(names(&out[4]), vec!["a", "new"]);
+    }
+
+    #[test]
+    fn delta_sends_upserts_then_removals() {
+        let (mut conn, _) = connected(Mode::Delta, output(&["a", "old"], "9080"));
+        let out = conn.on_push(output(&["a", "new"], "9080"), 2, Instant::now());
+        let order: Vec<&str> = out.iter().map(|o| o.type_url).collect();
+        assert_eq!(order, vec![CLUSTER, ENDPOINTS, ENDPOINTS, CLUSTER]);
+        assert_eq!(out[0].resources.len(), 1);
+        assert_eq!(out[0].resources[0].name, "new");
+        assert!(out[0].removed.is_empty());
+        assert_eq!(out[3].removed, vec!["old".to_string()]);
+        assert!(out[3].resources.is_empty());
+    }
+
+    #[test]
+    fn delta_reconnect_sends_only_differences() {
+        let first = output(&["a", "b"], "9080");
+        let mut conn = Connection::new(Mode::Delta, node(), "c-2".into(), "cp".into(), 0);
+        conn.on_push(output(&["a", "c"], "9080"), 1, Instant::now());
+        let held: BTreeMap<String, String> = first
+            .of_type(CLUSTER)
+            .resources()
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
+        let (out, _, _) = conn.on_request(
+            Incoming {
+                type_url: CLUSTER.into(),
+                initial_versions: held,
+                ..Incoming::default()
+            },
+            Instant::now(),
+        );
+        assert_eq!(out.len(), 1, "a subscribe is always answered");
+        let upserted: Vec<_> = out[0].resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(upserted, vec!["c"]);
+        assert_eq!(out[0].removed, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn nack_is_recorded_and_cleared_by_the_next_ack() {
+        let (mut conn, _) = connected(Mode::StateOfTheWorld, output(&["a"], "9080"));
+        let out = conn.on_push(output(&["a", "bad"], "9080"), 2, Instant::now());
+        let clusters = out.iter().find(|o| o.type_url == CLUSTER).unwrap().clone();
+        let (_, kind, _) = conn.on_request(
+            Incoming {
+                type_url: CLUSTER.into(),
+                version: "previous".into(),
+                nonce: clusters.nonce.clone(),
+                error: Some("cluster bad: invalid".into()),
+                ..Incoming::default()
+            },
+            Instant::now(),
+        );
+        assert_eq!(kind, RequestKind::Nack("cluster bad: invalid".into()));
+        let status = conn.status();
+        assert_eq!(status.state("cds"), super::super::status::SyncState::Nacked);
+        assert_eq!(
+            status.types["cds"].nack.as_deref(),
+            Some("cluster bad: invalid")
+        );
+
+        let out = conn.on_push(output(&["a", "good"], "9080"), 3, Instant::now());
+        for o in &out {
+            ack(&mut conn, o);
+        }
+        assert_eq!(
+            conn.status().state("cds"),
+            super::super::status::SyncState::Synced
+        );
+        assert_eq!(conn.status().config_version, 3);
+    }
+
+    #[test]
+    fn stale_nonces_are_ignored_and_convergence_is_measured_once() {
+        let (mut conn, _) = connected(Mode::StateOfTheWorld, output(&["a"], "9080"));
+        let t0 = Instant::now();
+        let first = conn.on_push(output(&["a", "b"], "9080"), 2, t0);
+        let second = conn.on_push(output(&["a", "b", "c"], "9080"), 3, t0);
+        assert_eq!(
+            conn.status().state("cds"),
+            super::super::status::SyncState::Stale
+        );
+        // answering the older response is an expired nonce
+        let (kind, converged) = ack(&mut conn, &first[0]);
+        assert_eq!(kind, RequestKind::Expired);
+        assert!(converged.is_none());
+        let mut converged = Vec::new();
+        for o in &second {
+            converged.push(ack(&mut conn, o).1);
+        }
+        assert_eq!(converged.iter().filter(|c| c.is_some()).count(), 1);
+        assert!(converged.last().unwrap().is_some());
+    }
+
+    #[test]
+    fn unknown_types_are_ignored() {
+        let mut conn = Connection::new(Mode::StateOfTheWorld, node(), "c".into(), "cp".into(), 0);
+        let (out, kind, _) = conn.on_request(
+            Incoming {
+                type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+                ..Incoming::default()
+            },
+            Instant::now(),
+        );
+        assert!(out.is_empty());
+        assert_eq!(kind, RequestKind::UnknownType);
+    }
+}
