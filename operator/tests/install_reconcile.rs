@@ -43,6 +43,10 @@ struct Harness {
 
 impl Harness {
     fn new(spec: Value) -> Harness {
+        Harness::with_opts(spec, opts())
+    }
+
+    fn with_opts(spec: Value, opts: ControllerOptions) -> Harness {
         let state = Arc::new(Mutex::new(State {
             establish_crds: true,
             ..State::default()
@@ -52,7 +56,7 @@ impl Harness {
             json!({"apiVersion": "install.halyard.dev/v1alpha1", "kind": "MeshInstall",
                    "metadata": {"name": "mesh"}, "spec": spec}),
         );
-        let ctx = Arc::new(Context::new(client(state.clone()), opts()));
+        let ctx = Arc::new(Context::new(client(state.clone()), opts));
         Harness { state, ctx }
     }
 
@@ -651,4 +655,101 @@ async fn leader_election_acquires_respects_and_takes_over_leases() {
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
+
+#[tokio::test]
+async fn out_of_cluster_mode_points_webhooks_at_the_url_and_writes_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.render.webhook_url = Some("https://127.0.0.1:15017".into());
+    o.cert_dir = Some(dir.path().join("certs"));
+    let h = Harness::with_opts(json!({"profile": "minimal"}), o);
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    {
+        let st = h.st();
+        assert!(
+            st.names("deployments").is_empty(),
+            "nothing to deploy in minimal + external webhook"
+        );
+        let mwc = st
+            .get(
+                ADM,
+                None,
+                "mutatingwebhookconfigurations",
+                "istio-sidecar-injector",
+            )
+            .unwrap();
+        assert_eq!(
+            mwc["webhooks"][0]["clientConfig"]["url"],
+            "https://127.0.0.1:15017/inject"
+        );
+    }
+    let crt = std::fs::read_to_string(dir.path().join("certs/tls.crt")).unwrap();
+    let info = halyard_operator::install::ca::cert_info(&crt).unwrap();
+    assert_eq!(info.hosts, ["127.0.0.1"]);
+    assert!(
+        std::fs::read_to_string(dir.path().join("certs/tls.key"))
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    let (ready, reason, _) = h.condition("Ready");
+    assert_eq!(
+        (ready, reason.as_str()),
+        (ConditionStatus::True, "AllComponentsReady")
+    );
+}
+
+#[tokio::test]
+async fn a_canary_revision_is_pruned_without_touching_the_default_one() {
+    let h = Harness::installed(json!({"profile": "minimal"})).await;
+    // a second MeshInstall for revision canary, reconciled by the same controller
+    h.st().insert(
+        State::key(MI, None, "meshinstalls", "canary"),
+        json!({"apiVersion": "install.halyard.dev/v1alpha1", "kind": "MeshInstall",
+               "metadata": {"name": "canary"}, "spec": {"profile": "minimal", "revision": "canary"}}),
+    );
+    let canary = |h: &Harness| -> MeshInstall {
+        serde_json::from_value(
+            h.st()
+                .get(MI, None, "meshinstalls", "canary")
+                .unwrap()
+                .clone(),
+        )
+        .unwrap()
+    };
+    controller::reconcile(Arc::new(canary(&h)), h.ctx.clone())
+        .await
+        .unwrap();
+    controller::reconcile(Arc::new(canary(&h)), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        h.st().names("deployments"),
+        ["halyard-webhook", "halyard-webhook-canary"]
+    );
+    assert!(
+        h.st().calls_of("DELETE").is_empty(),
+        "installing canary prunes nothing of default"
+    );
+    // the default revision's next pass does not prune the canary either
+    h.reconcile().await.unwrap();
+    assert!(h.st().calls_of("DELETE").is_empty());
+    // uninstalling the canary leaves the default revision alone
+    h.st().get_mut(MI, None, "meshinstalls", "canary").unwrap()["metadata"]["deletionTimestamp"] =
+        json!("2026-01-01T00:00:00Z");
+    controller::reconcile(Arc::new(canary(&h)), h.ctx.clone())
+        .await
+        .unwrap();
+    let st = h.st();
+    assert_eq!(st.names("deployments"), ["halyard-webhook"]);
+    assert_eq!(
+        st.names("mutatingwebhookconfigurations"),
+        ["istio-sidecar-injector"]
+    );
+    assert!(
+        st.calls_of("DELETE").iter().all(|d| d.contains("canary")),
+        "{:#?}",
+        st.calls_of("DELETE")
+    );
 }

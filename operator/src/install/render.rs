@@ -256,7 +256,9 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<Value>, Error> {
 
     out.push(json!({
         "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": ns, "labels": merge(l.labels("Base"), json!({"istio-injection": "disabled"}))},
+        // Shared by every revision installed here, so it carries no owner or revision label (two
+        // MeshInstalls would otherwise flip them on each pass), and it is never pruned.
+        "metadata": {"name": ns, "labels": {LABEL_MANAGED_BY: MANAGED_BY, "istio-injection": "disabled"}},
     }));
 
     for crd in halyard_crds::crd::all_crds().map_err(|e| Error::Render {
