@@ -80,11 +80,10 @@ impl RoutePolicy {
         if let Some(rp) = &a.retry {
             let rat = format!("{at}.retry");
             let (retry_on, unknown) = RetryOnSet::parse_list(&rp.retry_on.join(","));
+            // Istio also accepts conditions that cannot happen here (`envoy-ratelimited`,
+            // `http3-post-connect-failure`); they never match, so they are ignored, not refused.
             if !unknown.is_empty() {
-                return Err(invalid(
-                    &format!("{rat}.retryOn"),
-                    format!("unknown retry conditions {unknown:?}"),
-                ));
+                tracing::warn!(at = %rat, conditions = ?unknown, "retry conditions ignored");
             }
             let codes = rp
                 .retriable_status_codes
@@ -344,10 +343,21 @@ mod tests {
                 percent: 50.0
             }]
         );
+        let mut odd = a.clone();
+        odd.retry.as_mut().unwrap().retry_on = vec!["envoy-ratelimited".into(), "reset".into()];
+        let p = RoutePolicy::compile(&odd, "r", &idx).unwrap();
+        assert_eq!(
+            p.retry.retry_on,
+            RetryOnSet::default().with(retry::RetryOn::Reset)
+        );
         let mut bad = a.clone();
-        bad.retry.as_mut().unwrap().retry_on = vec!["sometimes".into()];
+        bad.retry.as_mut().unwrap().retriable_status_codes = vec![1000];
         let e = RoutePolicy::compile(&bad, "vh.routes[0]", &idx).unwrap_err();
-        assert!(e.to_string().contains("vh.routes[0].retry.retryOn"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("vh.routes[0].retry.retriableStatusCodes"),
+            "{e}"
+        );
         let mut bad = a;
         bad.fault
             .as_mut()
