@@ -27,6 +27,8 @@ enum Command {
     KubeInject(cmd::kube_inject::KubeInjectArgs),
     /// Show a proxy's listeners, routes, clusters or endpoints (from its admin endpoint).
     ProxyConfig(cmd::proxy_config::ProxyConfigArgs),
+    /// Show every proxy connected to the control plane and whether it has ACKed each config type.
+    ProxyStatus(cmd::proxy_status::ProxyStatusArgs),
     /// Internal to `halyard demo`: run one Bookinfo sample service.
     #[command(hide = true)]
     DemoApp(cmd::demo::app::AppArgs),
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::KubeInject(args) => cmd::kube_inject::run(args),
         Command::ProxyConfig(args) => cmd::proxy_config::run(args),
+        Command::ProxyStatus(args) => cmd::proxy_status::run(args),
         Command::DemoApp(args) => cmd::demo::run_app(args),
     };
     match result {
