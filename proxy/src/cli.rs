@@ -326,10 +326,15 @@ pub async fn run(args: Args) -> Result<(), ProxyError> {
                 "discovery mode needs --node-id <pod>.<namespace>".into(),
             ));
         }
-        return Err(ProxyError::Discovery(format!(
-            "discovery mode ({:?}) needs the xds client module, not yet public in this build; use --config",
-            args.discovery_address
-        )));
+        let sink: Arc<dyn crate::xds::ConfigSink> = proxy.clone();
+        let config = crate::xds::ClientConfig::new(args.discovery_address.clone(), node);
+        let client = crate::xds::XdsClient::new(config, sink)
+            .map_err(|e| ProxyError::Discovery(e.to_string()))?;
+        let mut quit = proxy.shared().quit.subscribe();
+        tokio::spawn(client.run(async move {
+            let _ = quit.wait_for(|q| *q).await;
+        }));
+        tracing::info!(addresses = ?args.discovery_address, "discovery client started");
     } else {
         return Err(ProxyError::Args(
             "nothing to run: pass --config FILE (static mode) or --discovery-address URL".into(),
