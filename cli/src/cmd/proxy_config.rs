@@ -224,7 +224,7 @@ fn chain_match(m: Option<&r::FilterChainMatch>) -> String {
         parts.push(format!("SNI: {}", m.server_names.join(",")));
     }
     if m.transport() != r::filter_chain_match::Transport::Any {
-        parts.push(format!("{:?}", m.transport()).to_ascii_lowercase());
+        parts.push(m.transport().as_str_name().to_ascii_lowercase());
     }
     if !m.application_protocols.is_empty() {
         parts.push(format!("ALPN: {}", m.application_protocols.join(",")));
@@ -401,7 +401,7 @@ pub fn clusters_table(res: &ProxyResources) -> String {
                     c.subset.clone()
                 },
                 direction.into(),
-                format!("{:?}", c.r#type()).to_ascii_uppercase(),
+                c.r#type().as_str_name().to_string(),
                 dr,
             ]
         })
