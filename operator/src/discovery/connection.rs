@@ -338,7 +338,7 @@ impl Connection {
     }
 
     fn full_response(&mut self, type_url: &'static str, set: Arc<TypeOutput>) -> Outgoing {
-        let resources = set.resources().to_vec();
+        let resources = set.to_vec();
         self.record_sent(type_url, set, resources, Vec::new())
     }
 
@@ -567,7 +567,6 @@ mod tests {
         conn.on_push(output(&["a", "c"], "9080"), 1, Instant::now());
         let held: BTreeMap<String, String> = first
             .of_type(CLUSTER)
-            .resources()
             .iter()
             .map(|r| (r.name.clone(), r.version.clone()))
             .collect();

@@ -136,7 +136,7 @@ impl DiscoveryServer {
             .values()
             .filter(|e| e.status.proxy_id == proxy_id)
             .max_by_key(|e| e.status.connected_at_unix)
-            .and_then(|e| e.output.as_ref().map(|o| o.resources.clone()))
+            .and_then(|e| e.output.as_ref().map(|o| Arc::new(o.resources())))
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

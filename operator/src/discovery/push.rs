@@ -9,11 +9,11 @@ use halyard_config::discovery::Node;
 use tokio::sync::watch;
 
 use super::debounce::{DebounceSettings, Debouncer};
-use super::output::ProxyOutput;
+use super::output::{ProxyOutput, SharedTypes};
 use crate::metrics::Metrics;
 use crate::registry::MeshSnapshot;
 
-type Slot = Arc<OnceLock<Result<Arc<ProxyOutput>, String>>>;
+type Slot = Arc<OnceLock<Arc<SharedTypes>>>;
 
 /// What every stream computes its proxy's config from during one push.
 pub struct PushContext {
@@ -22,7 +22,7 @@ pub struct PushContext {
     /// When the oldest change folded into this push happened (start of the convergence clock).
     pub first_change: Instant,
     snapshot: Arc<MeshSnapshot>,
-    /// Proxies whose config is fully determined by the same key share one computed output.
+    /// The wire form of each scope's shared part, encoded once per push however many proxies share it.
     cache: Mutex<HashMap<u64, Slot>>,
 }
 
@@ -40,20 +40,19 @@ impl PushContext {
         &self.snapshot
     }
 
-    /// The config of one proxy, translated once per distinct cache key per push.
+    /// The config of one proxy: its scope's shared part (translated and encoded once per push) plus its own
+    /// small part.
     pub fn output_for(&self, node: &Node) -> Result<Arc<ProxyOutput>, String> {
-        let key = self.snapshot.output_key(node);
+        let (scope, shared, local) = self.snapshot.parts(node)?;
         let slot = {
-            // the lock only guards the map; the translation runs outside it
+            // the lock only guards the map; the encoding runs outside it
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.entry(key).or_default().clone()
+            cache.entry(scope).or_default().clone()
         };
-        slot.get_or_init(|| {
-            self.snapshot
-                .generate(node)
-                .map(|resources| Arc::new(ProxyOutput::new(resources)))
-        })
-        .clone()
+        let shared = slot
+            .get_or_init(|| Arc::new(SharedTypes::new(shared)))
+            .clone();
+        Ok(Arc::new(ProxyOutput::from_parts(&shared, local)))
     }
 }
 

@@ -1,12 +1,12 @@
 //! One immutable version of the mesh as a registry saw it, indexed for the translator.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use halyard_config::ProxyResources;
 use halyard_config::discovery::Node;
 use halyard_config::mesh::{MeshConfig, MeshInput, MeshModel};
 use halyard_config::translate::{Translator, scope_key};
-use prost::Message;
 use serde_json::{Value, json};
 
 use super::{ConfigObject, MeshObjects, Rejected};
@@ -86,16 +86,16 @@ impl MeshSnapshot {
         &self.input
     }
 
-    /// Proxies with equal keys get equal config: the translator's scope plus everything the per-proxy part
-    /// reads (the node itself), so only identical nodes share a computed output.
-    pub fn output_key(&self, node: &Node) -> u64 {
+    /// One proxy's config as (scope hash, shared part, own part). Proxies with the same scope share the
+    /// first two; the shared part comes from the translator's per-scope cache.
+    pub fn parts(&self, node: &Node) -> Result<(u64, Arc<ProxyResources>, ProxyResources), String> {
+        let (shared, local) = self.translator.parts(node).map_err(|e| e.to_string())?;
         let mut h = DefaultHasher::new();
         scope_key(self.translator.model(), node).hash(&mut h);
-        node.encode_to_vec().hash(&mut h);
-        h.finish()
+        Ok((h.finish(), shared, local))
     }
 
-    /// One proxy's config; the shared part comes from the translator's per-scope cache.
+    /// One proxy's whole config.
     pub fn generate(&self, node: &Node) -> Result<ProxyResources, String> {
         self.translator.translate(node).map_err(|e| e.to_string())
     }
