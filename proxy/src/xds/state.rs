@@ -262,3 +262,142 @@ fn version_of(accepted: &Accepted) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+#[cfg(test)]
+mod tests {
+    use halyard_config::resources::Cluster;
+    use halyard_config::type_urls::CLUSTER;
+
+    use super::*;
+
+    fn clusters(names: &[&str]) -> Vec<Resource> {
+        let r = ProxyResources {
+            clusters: names
+                .iter()
+                .map(|n| Cluster {
+                    name: n.to_string(),
+                    ..Cluster::default()
+                })
+                .collect(),
+            ..ProxyResources::default()
+        };
+        halyard_config::wire::split(&r, CLUSTER)
+    }
+
+    fn update(type_url: &str, nonce: &str, resources: Vec<Resource>) -> Update {
+        Update {
+            type_url: type_url.to_string(),
+            version: format!("v-{nonce}"),
+            nonce: nonce.to_string(),
+            resources,
+            removed: Vec::new(),
+            replace: true,
+        }
+    }
+
+    /// Feeds the first response of every type; the cluster response carries `names`.
+    fn initial(stream: &mut Stream, accepted: &Accepted, names: &[&str]) -> Step {
+        let mut last = Step::Wait;
+        for (i, t) in PUSH_ORDER.iter().enumerate() {
+            let resources = if *t == CLUSTER {
+                clusters(names)
+            } else {
+                Vec::new()
+            };
+            last = stream.receive(accepted, update(t, &i.to_string(), resources));
+        }
+        last
+    }
+
+    #[test]
+    fn waits_for_every_type_then_applies_once_and_acks_all() {
+        let mut accepted = Accepted::default();
+        let mut stream = Stream::new();
+        let first = stream.receive(&accepted, update(CLUSTER, "0", clusters(&["a"])));
+        assert!(matches!(first, Step::Wait));
+        let mut stream = Stream::new();
+        let Step::Apply(resources) = initial(&mut stream, &accepted, &["a", "b"]) else {
+            panic!("expected an apply after every type arrived");
+        };
+        assert_eq!(resources.clusters.len(), 2);
+        let replies = stream.applied(&mut accepted, Ok(()));
+        assert_eq!(replies.len(), PUSH_ORDER.len());
+        assert!(replies.iter().all(|r| r.error.is_none()));
+        assert_eq!(accepted.sets[CLUSTER].len(), 2);
+        assert!(stream.synced());
+    }
+
+    #[test]
+    fn a_refused_update_is_nacked_with_the_previous_version_and_not_kept() {
+        let mut accepted = Accepted::default();
+        let mut stream = Stream::new();
+        initial(&mut stream, &accepted, &["a"]);
+        stream.applied(&mut accepted, Ok(()));
+        let before = accepted.versions[CLUSTER].clone();
+
+        let step = stream.receive(&accepted, update(CLUSTER, "9", clusters(&["a", "bad"])));
+        assert!(matches!(step, Step::Apply(_)));
+        let replies = stream.applied(&mut accepted, Err("cluster bad: refused".into()));
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].nonce, "9");
+        assert_eq!(replies[0].version, before);
+        assert_eq!(replies[0].error.as_deref(), Some("cluster bad: refused"));
+        assert_eq!(
+            accepted.sets[CLUSTER].len(),
+            1,
+            "the refused config is not kept"
+        );
+        let request = replies[0].clone().into_sotw();
+        assert_eq!(request.error_detail.map(|e| e.code), Some(INVALID_ARGUMENT));
+    }
+
+    #[test]
+    fn delta_updates_patch_and_remove() {
+        let mut accepted = Accepted::default();
+        let mut stream = Stream::new();
+        initial(&mut stream, &accepted, &["a", "b"]);
+        stream.applied(&mut accepted, Ok(()));
+        let delta = Update {
+            removed: vec!["a".to_string()],
+            replace: false,
+            ..update(CLUSTER, "7", clusters(&["c"]))
+        };
+        let Step::Apply(resources) = stream.receive(&accepted, delta) else {
+            panic!("expected an apply");
+        };
+        let names: Vec<_> = resources.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["b", "c"]);
+        stream.applied(&mut accepted, Ok(()));
+        assert_eq!(
+            accepted
+                .resource_versions(CLUSTER)
+                .keys()
+                .collect::<Vec<_>>(),
+            vec!["b", "c"]
+        );
+    }
+
+    #[test]
+    fn undecodable_resources_are_rejected_without_the_sink() {
+        let accepted = Accepted::default();
+        let mut stream = Stream::new();
+        let mut bad = clusters(&["a"]);
+        if let Some(any) = bad[0].resource.as_mut() {
+            any.value = vec![0xff, 0xff, 0xff];
+        }
+        let mut step = Step::Wait;
+        for (i, t) in PUSH_ORDER.iter().enumerate() {
+            let resources = if *t == CLUSTER {
+                bad.clone()
+            } else {
+                Vec::new()
+            };
+            step = stream.receive(&accepted, update(t, &i.to_string(), resources));
+        }
+        let Step::Reject(replies) = step else {
+            panic!("expected a rejection");
+        };
+        assert_eq!(replies.len(), PUSH_ORDER.len());
+        assert!(replies.iter().all(|r| r.error.is_some()));
+    }
+}
