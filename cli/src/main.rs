@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "halyard", version, about = "A Rust service mesh that speaks Istio's configuration API")]
+#[command(
+    name = "halyard",
+    version,
+    about = "A Rust service mesh that speaks Istio's configuration API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +33,12 @@ enum Command {
     ProxyConfig(cmd::proxy_config::ProxyConfigArgs),
     /// Show every proxy connected to the control plane and whether it has ACKed each config type.
     ProxyStatus(cmd::proxy_status::ProxyStatusArgs),
+    /// Run the Bookinfo mesh on this machine (no cluster) and tour routing, canaries, faults, retries,
+    /// timeouts and circuit breaking, checking each from the traffic observed.
+    Demo(cmd::demo::DemoArgs),
+    /// Internal to `halyard demo`: run one proxy.
+    #[command(hide = true)]
+    DemoProxy(Box<cmd::demo::ProxyArgs>),
     /// Internal to `halyard demo`: run one Bookinfo sample service.
     #[command(hide = true)]
     DemoApp(cmd::demo::app::AppArgs),
@@ -44,6 +54,8 @@ fn main() -> ExitCode {
         Command::KubeInject(args) => cmd::kube_inject::run(args),
         Command::ProxyConfig(args) => cmd::proxy_config::run(args),
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::DemoProxy(args) => cmd::demo::run_proxy(*args),
         Command::DemoApp(args) => cmd::demo::run_app(args),
     };
     match result {

@@ -156,6 +156,10 @@ pub struct AppArgs {
     /// ADDRESS can be the service's VIP, a sidecar's outbound listener, or the dependency itself.
     #[arg(long = "dep", value_parser = parse_dependency)]
     pub deps: Vec<(String, SocketAddr)>,
+    /// Namespace of the dependencies: calls carry `Host: NAME.<namespace>.svc.cluster.local:9080`, the name
+    /// every sidecar's route table knows (short names are only served within the same namespace).
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
     /// Artificial delay before every reply, in milliseconds (a request's `delay_ms` query parameter adds to it).
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
@@ -179,6 +183,7 @@ pub struct App {
     role: Role,
     version: String,
     deps: BTreeMap<String, SocketAddr>,
+    namespace: String,
     delay: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -199,6 +204,7 @@ impl App {
             role: args.service,
             version: args.version.clone(),
             deps,
+            namespace: args.namespace.clone(),
             delay: Duration::from_millis(args.delay_ms),
             client: http_client(),
         }))
@@ -259,7 +265,10 @@ impl App {
         let started = Instant::now();
         let outcome = match self.deps.get(service) {
             Some(addr) => {
-                let host = format!("{service}:{SERVICE_PORT}");
+                let host = format!(
+                    "{service}.{}.svc.cluster.local:{SERVICE_PORT}",
+                    self.namespace
+                );
                 tokio::time::timeout(
                     CALL_TIMEOUT,
                     get(

@@ -140,6 +140,7 @@ mod tests {
             version: version.into(),
             listen: addr,
             deps,
+            namespace: "default".into(),
             delay_ms,
             exit_with_parent: false,
         };
@@ -228,6 +229,7 @@ mod tests {
             version: "v1".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             deps: vec![("details".into(), "127.0.0.1:1".parse().unwrap())],
+            namespace: "default".into(),
             delay_ms: 0,
             exit_with_parent: false,
         };

@@ -10,7 +10,6 @@
 //! - each workload's egress address `127.N.3.i` (the node's `local_bind_address`): the sidecar's outbound
 //!   listener (`:9080`), where the application sends its calls, routed by `Host` as Istio's `0.0.0.0:9080`
 //!   listener does;
-//! - the control plane on `127.N.0.250` (discovery `:15010`, debug `:15014`).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -90,11 +89,8 @@ pub const WORKLOADS: [Workload; 6] = [
 /// The demo's client (Istio's `sleep` pod): a proxy with no application, binding the service VIPs.
 pub const CLIENT_NAME: &str = "demo-client";
 const CLIENT_INDEX: u8 = 100;
-const CONTROL_PLANE_INDEX: u8 = 250;
 
 pub const ADMIN_PORT: u16 = 15000;
-pub const DISCOVERY_PORT: u16 = 15010;
-pub const DEBUG_PORT: u16 = 15014;
 pub const READY_PORT: u16 = 15021;
 pub const PROMETHEUS_PORT: u16 = 15090;
 
@@ -159,19 +155,11 @@ impl Topology {
     pub fn client_port(&self, port: u16) -> SocketAddr {
         self.addr(1, CLIENT_INDEX, port)
     }
-
-    pub fn discovery_addr(&self) -> SocketAddr {
-        self.addr(0, CONTROL_PLANE_INDEX, DISCOVERY_PORT)
-    }
-
-    pub fn debug_addr(&self) -> SocketAddr {
-        self.addr(0, CONTROL_PLANE_INDEX, DEBUG_PORT)
-    }
 }
 
-/// The `Host` header an application sends to reach `service` (short name, as Bookinfo's apps do).
+/// The `Host` header a client sends to reach `service`: its fully qualified name and port.
 pub fn service_host(service: Role) -> String {
-    format!("{}:{SERVICE_PORT}", service.name())
+    format!("{}:{SERVICE_PORT}", fqdn(service))
 }
 
 /// The fully qualified host name of a service, as a Kubernetes Service would have it.
@@ -301,11 +289,7 @@ mod tests {
                 ]
             })
             .chain(SERVICES.iter().map(|s| t.service_addr(*s)))
-            .chain([
-                t.discovery_addr(),
-                t.debug_addr(),
-                t.client_port(ADMIN_PORT),
-            ])
+            .chain([t.client_port(ADMIN_PORT)])
             .collect();
         assert!(all.iter().all(|a| a.ip().is_loopback()));
         let n = all.len();

@@ -72,6 +72,27 @@ pub fn format_tally(counts: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+/// What went wrong with the first failed request, if any (its transport error or the body's error), to
+/// show beside the counts.
+pub fn first_failure(obs: &[Observation]) -> Option<String> {
+    let o = obs.iter().find(|o| !o.ok())?;
+    let detail = o
+        .error
+        .clone()
+        .or_else(|| o.reply.as_ref().and_then(|r| r.error.clone()))
+        .unwrap_or_default();
+    Some(format!("{}: {detail}", outcome(o)))
+}
+
+/// Counts, and the first failure when there is one.
+fn describe(obs: &[Observation]) -> String {
+    let counts = format_tally(&tally(obs));
+    match first_failure(obs) {
+        Some(f) => format!("{counts} (first failure: {f})"),
+        None => counts,
+    }
+}
+
 /// How far a measured share may stray from `p` over `n` independent requests: four standard deviations of the
 /// binomial proportion, sqrt(p(1-p)/n). A correct weighted choice lands outside with probability about 6e-5
 /// (so the demo does not flake), while over 1,000 requests a 90/10 split is checked to +-3.8 points and 50/50
@@ -111,7 +132,7 @@ pub fn all_to(obs: &[Observation], version: &str, who: &str) -> Check {
             "all {} requests{who} answered by reviews {version}",
             obs.len()
         ),
-        format_tally(&counts),
+        describe(obs),
         !obs.is_empty() && hits == obs.len(),
     )
 }
@@ -174,11 +195,10 @@ pub fn failure_share(obs: &[Observation], status: u16, p: f64) -> Check {
 
 /// At most `max_failures` requests did not succeed.
 pub fn mostly_ok(obs: &[Observation], max_failures: usize) -> Check {
-    let counts = tally(obs);
     let failed = obs.iter().filter(|o| !o.ok()).count();
     Check::new(
         format!("at most {max_failures} of {} requests fail", obs.len()),
-        format_tally(&counts),
+        describe(obs),
         !obs.is_empty() && failed <= max_failures,
     )
 }

@@ -249,7 +249,31 @@ pub fn metrics_agree(
     }
 }
 
-fn fmt_counts(m: &BTreeMap<String, f64>) -> String {
+/// The retries were real: productpage's proxy saw failed attempts to reviews (about one per request, since an
+/// attempt fails with p = 0.5; fewer than 50 in 200 requests has probability below 1e-9).
+pub fn retries_happened(
+    before: anyhow::Result<BTreeMap<String, f64>>,
+    after: anyhow::Result<BTreeMap<String, f64>>,
+) -> Check {
+    let expected =
+        "productpage's proxy saw at least 50 failed attempts to reviews (502), each retried";
+    match (before, after) {
+        (Ok(b), Ok(a)) => {
+            let d = observe::delta(&b, &a);
+            let failed = d.get("502").copied().unwrap_or(0.0);
+            Check::new(
+                expected,
+                format!("attempts by response code: {}", fmt_counts(&d)),
+                failed >= 50.0,
+            )
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            Check::new(expected, format!("metrics unavailable: {e:#}"), false)
+        }
+    }
+}
+
+pub fn fmt_counts(m: &BTreeMap<String, f64>) -> String {
     m.iter()
         .map(|(k, v)| format!("{k}: {v}"))
         .collect::<Vec<_>>()
@@ -512,6 +536,16 @@ mod tests {
     }
 
     #[test]
+    fn retries_must_have_been_exercised() {
+        let before = BTreeMap::from([("200".to_string(), 10.0)]);
+        let after = BTreeMap::from([("200".to_string(), 210.0), ("502".to_string(), 190.0)]);
+        assert!(retries_happened(Ok(before.clone()), Ok(after)).ok);
+        // No failed attempt at all: nothing was hidden, the step must not pass.
+        let after = BTreeMap::from([("200".to_string(), 210.0)]);
+        assert!(!retries_happened(Ok(before), Ok(after)).ok);
+    }
+
+    #[test]
     fn user_failures_must_come_from_reviews() {
         let mut timed_out = ok("v2");
         timed_out.status = Some(502);
@@ -627,7 +661,7 @@ mod translation_tests {
     }
 
     #[test]
-    fn the_short_host_the_apps_send_is_routed_with_the_steps_weights() {
+    fn the_host_the_apps_send_is_routed_with_the_steps_weights() {
         let mut r = Routing::initial();
         r.set(reviews_weighted(&[("v1", 90), ("v3", 10)]));
         let res = translate(&r, Some(&WORKLOADS[0]));
@@ -635,8 +669,12 @@ mod translation_tests {
             .route_configs
             .iter()
             .flat_map(|rc| rc.virtual_hosts.iter())
-            .find(|vh| vh.domains.iter().any(|d| d == "reviews:9080"))
-            .expect("a virtual host for reviews:9080");
+            .find(|vh| {
+                vh.domains
+                    .iter()
+                    .any(|d| *d == mesh::service_host(Role::Reviews))
+            })
+            .expect("a virtual host for the host the apps send");
         let Some(route::Action::Route(a)) = &vh.routes[0].action else {
             panic!("not a route action: {:?}", vh.routes[0])
         };
