@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::debug::{self, DebugState};
 use crate::discovery::{DebounceSettings, DiscoveryServer, DiscoverySettings, StreamSettings};
 use crate::error::Error;
+use crate::install::InstallArgs;
 use crate::metrics::Metrics;
 use crate::registry::kube::KubeRegistry;
 use crate::registry::local::LocalRegistry;
@@ -63,6 +64,9 @@ pub struct Args {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
+    /// The MeshInstall controller (Kubernetes mode only).
+    #[command(flatten)]
+    pub install: InstallArgs,
 }
 
 impl Args {
@@ -108,6 +112,8 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let install_stop = stop_rx.clone();
     let mut snapshots = match &args.config_dir {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "local mode: watching a config directory");
@@ -116,6 +122,20 @@ pub async fn run_until(
         None => {
             let client = kube_client(&args).await?;
             tracing::info!("kubernetes mode: watching the API server");
+            if args.install.enabled {
+                // The controller reports this replica's connected proxies in the MeshInstall status.
+                let counted = metrics.clone();
+                let counter: crate::install::ProxyCounter = Arc::new(move || {
+                    u32::try_from(counted.connected_proxies().max(0)).unwrap_or(u32::MAX)
+                });
+                let install_args = args.install.clone();
+                let install_client = client.clone();
+                let stop = install_stop.clone();
+                tokio::spawn(async move {
+                    crate::install::run(install_client, &install_args, Some(counter), stopped(stop))
+                        .await;
+                });
+            }
             KubeRegistry::new(client).spawn()
         }
     };
@@ -126,7 +146,6 @@ pub async fn run_until(
     );
 
     let (ready_tx, ready_rx) = watch::channel(false);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let monitoring = bind("monitoring", args.monitoring_addr).await?;
     let debug_state = DebugState {
         discovery: discovery.clone(),

@@ -16,7 +16,7 @@ pub mod status;
 pub mod upgrade;
 
 pub use args::{InstallArgs, run};
-pub use controller::{Context, ControllerOptions, run_controller};
+pub use controller::{Context, ControllerOptions, ProxyCounter, run_controller};
 pub use render::{RenderInput, RenderSettings, render};
 
 /// Field manager of every server-side apply the operator makes.
