@@ -48,7 +48,8 @@ pub fn run(args: KubeInjectArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot read {}", args.filename.display()))?
     };
     let name = args.filename.display().to_string();
-    let output = inject_documents(&input, &injector, None).with_context(|| format!("{name}"))?;
+    let output = inject_documents(&input, &injector, None)
+        .with_context(|| format!("cannot inject {name}"))?;
     match &args.output {
         Some(path) => std::fs::write(path, output)
             .with_context(|| format!("cannot write {}", path.display()))?,
