@@ -132,8 +132,13 @@ pub async fn run_until(
                 let install_client = client.clone();
                 let stop = install_stop.clone();
                 tokio::spawn(async move {
-                    crate::install::run(install_client, &install_args, Some(counter), stopped(stop))
-                        .await;
+                    crate::install::run(
+                        install_client,
+                        &install_args,
+                        Some(counter),
+                        stopped(stop),
+                    )
+                    .await;
                 });
             }
             KubeRegistry::new(client).spawn()
