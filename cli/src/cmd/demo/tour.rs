@@ -149,7 +149,10 @@ pub async fn run(
     let after = mesh.reviews_codes_at_productpage().await;
     results.push(StepResult {
         title,
-        checks: vec![observe::mostly_ok(&obs, 2), retries_happened(before, after)],
+        checks: vec![
+            observe::mostly_ok(&obs, 2),
+            retries_happened(obs.len(), before, after),
+        ],
     });
     out.checks(&results);
 
