@@ -70,7 +70,6 @@ fn routing_steps_pass_and_clean_up() {
 }
 
 #[test]
-#[ignore = "needs route retries on 5xx in the proxy (issue 4); every other step passes"]
 fn full_tour_passes_and_cleans_up() {
     assert_demo_passes(13, &[]);
 }

@@ -20,13 +20,6 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// Used when the DestinationRule sets neither `maxRetries` nor a budget, so retries cannot
-    /// multiply the load on a failing service (Envoy's budget defaults).
-    pub const DEFAULT: RetryBudget = RetryBudget {
-        percent: 20.0,
-        min_concurrency: 3,
-    };
-
     /// May one more retry start with `active_retries` retries and `active_requests` requests
     /// in flight?
     pub fn allows(&self, active_retries: u64, active_requests: u64) -> bool {
@@ -47,13 +40,15 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// May one more retry start? Fixed `maxRetries` wins over a budget; with neither, the
-    /// default budget applies.
+    /// May one more retry start? A configured retry budget (DestinationRule `retryBudget`) wins
+    /// over a fixed `maxRetries`; with neither, retries are not limited, as in Istio (which sets
+    /// Envoy's max_retries to 2^32-1): its documented examples rely on retries hiding a 50% fault
+    /// under concurrent load.
     pub fn retry_allowed(&self, active_retries: u64, active_requests: u64) -> bool {
         match (self.max_retries, self.retry_budget) {
             (Some(m), None) => active_retries < u64::from(m),
             (_, Some(b)) => b.allows(active_retries, active_requests),
-            (None, None) => RetryBudget::DEFAULT.allows(active_retries, active_requests),
+            (None, None) => true,
         }
     }
 }

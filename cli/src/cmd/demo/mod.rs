@@ -308,20 +308,21 @@ impl Mesh {
     }
 
     /// productpage's proxy: attempts it made to reviews, by response code.
-    pub async fn reviews_codes_at_productpage(&self) -> anyhow::Result<BTreeMap<String, f64>> {
+    pub async fn reviews_retries_at_productpage(&self) -> anyhow::Result<BTreeMap<String, f64>> {
         let w = Self::workload(Role::Productpage, "v1");
         let samples = self
             .metrics(self.topology.proxy_port(&w, mesh::PROMETHEUS_PORT))
             .await?;
-        Ok(observe::sum_by(
+        // istio_requests_total counts requests, not attempts (as Envoy's does); the cluster's retry
+        // counter is what shows retries.
+        let mut by_cluster = observe::sum_by(
             &samples,
-            "istio_requests_total",
-            &[
-                ("reporter", "source"),
-                ("destination_service_name", "reviews"),
-            ],
-            "response_code",
-        ))
+            "envoy_cluster_upstream_rq_retry",
+            &[],
+            "cluster_name",
+        );
+        by_cluster.retain(|cluster, _| cluster.contains("|reviews."));
+        Ok(by_cluster)
     }
 
     /// The client's proxy: requests it sent to details, by response flags.
@@ -386,23 +387,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(demo(args))
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM, naming the signal.
-async fn interrupted() -> &'static str {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Ctrl-C (SIGINT) and SIGTERM, registered when created: a signal that arrives while the mesh is still
+/// starting is then delivered to the demo (which stops its children) instead of killing it outright.
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("registering the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("registering the SIGTERM handler")?,
+        })
+    }
+
+    /// Resolves on the next Ctrl-C or SIGTERM, naming the signal.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "Ctrl-C",
+            _ = self.term.recv() => "SIGTERM",
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "Ctrl-C",
-        () = term => "SIGTERM",
     }
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut interrupts = Interrupts::register()?;
     let out = Printer { quiet: args.quiet };
     let root = tempfile::Builder::new()
         .prefix("halyard-demo-")
@@ -431,7 +442,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let outcome = tokio::select! {
         r = start_and_tour(&mut mesh, &out, !args.no_tour, args.routing_only) => r,
-        sig = interrupted() => Err(anyhow!("interrupted by {sig}")),
+        sig = interrupts.recv() => Err(anyhow!("interrupted by {sig}")),
     };
     let passed = match &outcome {
         Ok(results) => summarize(results),
@@ -450,7 +461,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         match reset.await {
             Ok(_) => {
                 print_access(&mesh, &root);
-                let sig = watch_config(&mut mesh).await;
+                let sig = watch_config(&mut mesh, &mut interrupts).await;
                 println!("\n{sig}: stopping the mesh");
             }
             Err(e) => println!("could not reset the routing for --keep-running: {e:#}"),
@@ -675,12 +686,10 @@ fn proxy_args(t: &Topology, w: Option<&Workload>, config: &std::path::Path) -> V
 }
 
 /// `--keep-running`: re-push whenever a file of the config directory changes, until Ctrl-C or SIGTERM.
-async fn watch_config(mesh: &mut Mesh) -> &'static str {
-    let stop = interrupted();
-    tokio::pin!(stop);
+async fn watch_config(mesh: &mut Mesh, interrupts: &mut Interrupts) -> &'static str {
     loop {
         tokio::select! {
-            sig = &mut stop => return sig,
+            sig = interrupts.recv() => return sig,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
         let Ok(text) = mesh.read_config_dir() else {

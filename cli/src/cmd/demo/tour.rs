@@ -144,9 +144,9 @@ pub async fn run(
     // request fails with p = 0.5^11 (about 1 in 2,000); more than 2 failures in 200 has probability ~1e-6.
     let title = step("retries: 10 attempts on 5xx hide ratings' aborts");
     mesh.apply(reviews_v2_with_retries(10), out).await?;
-    let before = mesh.reviews_codes_at_productpage().await;
+    let before = mesh.reviews_retries_at_productpage().await;
     let obs = mesh.driver.run(&productpage(&t, 200, 10, false)).await;
-    let after = mesh.reviews_codes_at_productpage().await;
+    let after = mesh.reviews_retries_at_productpage().await;
     results.push(StepResult {
         title,
         checks: vec![
