@@ -225,7 +225,8 @@ mod tests {
         };
         assert!(fixed.retry_allowed(0, 1000));
         assert!(!fixed.retry_allowed(1, 1000));
-        assert!(!Limits::default().retry_allowed(3, 10));
+        // Neither configured: unlimited, as in Istio.
+        assert!(Limits::default().retry_allowed(1000, 10));
     }
 
     #[tokio::test]
