@@ -11,28 +11,13 @@ use halyard_crds::object::Kind;
 use halyard_crds::yaml::split_documents;
 use serde_json::Value;
 
+mod common;
+use common::istio_dir;
+
 const REGENERATE: &str = "cargo run -p halyard-crds --bin crdgen";
 
 fn generated_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/generated"))
-}
-
-/// `../shared/istio`, or `None` (with a visible message) when absent outside CI.
-fn istio_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/istio"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "Istio reference data missing at {} (required when CI=true)",
-        dir.display()
-    );
-    eprintln!(
-        "SKIPPED: Istio reference data not found at {}",
-        dir.display()
-    );
-    None
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failure to read the fixtures is a test failure
 
-use std::path::PathBuf;
 
 use halyard_crds::install::Profile;
 use halyard_crds::networking::{ServerTlsMode, SimpleLb};
@@ -12,22 +11,8 @@ use halyard_crds::security::{AuthorizationPolicyAction, MutualTlsMode};
 use halyard_crds::yaml::split_documents;
 use serde_json::json;
 
-fn istio_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/istio"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "Istio reference data missing at {} (required when CI=true)",
-        dir.display()
-    );
-    eprintln!(
-        "SKIPPED: Istio reference data not found at {}",
-        dir.display()
-    );
-    None
-}
+mod common;
+use common::istio_dir;
 
 fn objects(text: &str) -> Vec<IstioObject> {
     split_documents(text)

@@ -9,23 +9,8 @@ use halyard_crds::object::{Kind, parse_object, resolve_kind, type_info};
 use halyard_crds::yaml::split_documents;
 use serde_json::Value;
 
-/// `../shared/istio`, or `None` (with a visible message) when absent outside CI.
-fn istio_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/istio"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "Istio reference data missing at {} (required when CI=true)",
-        dir.display()
-    );
-    eprintln!(
-        "SKIPPED: Istio reference data not found at {}",
-        dir.display()
-    );
-    None
-}
+mod common;
+use common::istio_dir;
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)

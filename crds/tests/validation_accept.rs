@@ -11,20 +11,8 @@ use halyard_crds::validation::{Report, is_istio_api_version, validate_value};
 use halyard_crds::yaml::split_documents;
 use serde_json::Value;
 
-fn shared_istio() -> Option<PathBuf> {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/istio"));
-    if dir.is_dir() {
-        return Some(dir.to_path_buf());
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but the shared Istio data is missing at {}",
-            dir.display()
-        );
-    }
-    eprintln!("SKIPPED: shared Istio data not found at {}", dir.display());
-    None
-}
+mod common;
+use common::istio_dir as shared_istio;
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
