@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failure to read the fixtures is a test failure
 
-
 use halyard_crds::install::Profile;
 use halyard_crds::networking::{ServerTlsMode, SimpleLb};
 use halyard_crds::object::{IstioObject, parse_object};
