@@ -42,6 +42,9 @@ enum Command {
     /// Internal to `halyard demo`: run one Bookinfo sample service.
     #[command(hide = true)]
     DemoApp(cmd::demo::app::AppArgs),
+    /// Internal to `halyard demo`: run the control plane (halyard-operator in local mode).
+    #[command(hide = true)]
+    DemoOperator(Box<cmd::demo::OperatorArgs>),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::DemoProxy(args) => cmd::demo::run_proxy(*args),
         Command::DemoApp(args) => cmd::demo::run_app(args),
+        Command::DemoOperator(args) => cmd::demo::run_operator(*args),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,8 @@
 //! - each workload's egress address `127.N.3.i` (the node's `local_bind_address`): the sidecar's outbound
 //!   listener (`:9080`), where the application sends its calls, routed by `Host` as Istio's `0.0.0.0:9080`
 //!   listener does;
+//! - the control plane (`halyard-operator` in local mode) at `127.N.4.1`: discovery on Istio's `:15010`,
+//!   monitoring and `/debug/*` on `:15014`.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -93,6 +95,9 @@ const CLIENT_INDEX: u8 = 100;
 pub const ADMIN_PORT: u16 = 15000;
 pub const READY_PORT: u16 = 15021;
 pub const PROMETHEUS_PORT: u16 = 15090;
+/// The control plane's plaintext discovery and monitoring ports (Istio's).
+pub const DISCOVERY_PORT: u16 = 15010;
+pub const MONITORING_PORT: u16 = 15014;
 
 /// Where everything listens: `127.<octet>.x.y`. Tests pick another octet so they can run beside a demo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +159,26 @@ impl Topology {
 
     pub fn client_port(&self, port: u16) -> SocketAddr {
         self.addr(1, CLIENT_INDEX, port)
+    }
+
+    /// The control plane's discovery (gRPC) address.
+    pub fn discovery_addr(&self) -> SocketAddr {
+        self.addr(4, 1, DISCOVERY_PORT)
+    }
+
+    /// The control plane's monitoring address (`/ready`, `/debug/syncz`, ...).
+    pub fn monitoring_addr(&self) -> SocketAddr {
+        self.addr(4, 1, MONITORING_PORT)
+    }
+
+    /// What proxies are given as `--discovery-address`.
+    pub fn discovery_url(&self) -> String {
+        format!("http://{}", self.discovery_addr())
+    }
+
+    /// What `halyard proxy-status --control-plane` is given.
+    pub fn monitoring_url(&self) -> String {
+        format!("http://{}", self.monitoring_addr())
     }
 }
 
@@ -276,6 +301,8 @@ mod tests {
         assert_eq!(t.inbound_addr(&w).to_string(), "127.10.1.4:9080");
         assert_eq!(t.app_addr(&w).to_string(), "127.10.2.4:9080");
         assert_eq!(t.outbound_addr(&w).to_string(), "127.10.3.4:9080");
+        assert_eq!(t.discovery_url(), "http://127.10.4.1:15010");
+        assert_eq!(t.monitoring_url(), "http://127.10.4.1:15014");
         let mut all: Vec<SocketAddr> = WORKLOADS
             .iter()
             .flat_map(|w| {
@@ -289,7 +316,11 @@ mod tests {
                 ]
             })
             .chain(SERVICES.iter().map(|s| t.service_addr(*s)))
-            .chain([t.client_port(ADMIN_PORT)])
+            .chain([
+                t.client_port(ADMIN_PORT),
+                t.discovery_addr(),
+                t.monitoring_addr(),
+            ])
             .collect();
         assert!(all.iter().all(|a| a.ip().is_loopback()));
         let n = all.len();

@@ -1,22 +1,21 @@
 //! `halyard demo`: the Bookinfo mesh on this machine (control plane, one proxy per workload, sample services,
 //! all on loopback) and a scripted tour of traffic management, every step checked from observed traffic.
 //!
-//! The pieces run as child processes of this same executable through hidden subcommands (`demo-app`,
-//! `demo-proxy`), so `cargo run --bin halyard -- demo` needs no other binary.
+//! The pieces run as child processes of this same executable through hidden subcommands (`demo-operator`,
+//! `demo-proxy`, `demo-app`), so `cargo run --bin halyard -- demo` needs no other binary.
 //!
-//! Config distribution: the demo reads its config directory (`services.yaml`, `routing.yaml`), translates it
-//! for each proxy with the same pure translator the operator uses (`halyard_config::translate`), writes each
-//! proxy's resources to its static config file and reloads it (SIGHUP), then waits until every proxy's admin
-//! `/server_info` reports the new config version. (The operator's discovery server would replace the files
-//! and SIGHUP; its library entry point and the proxy's discovery client were not available in this build.)
+//! Config takes the real path: the demo writes Istio YAML into a config directory, `halyard-operator` in
+//! local mode (`--config-dir`) reads it, builds the mesh model and pushes each proxy its config over the
+//! discovery protocol; the demo waits until the operator's `/debug/syncz` shows every proxy SYNCED (ACKed) at
+//! the new config version before it sends traffic.
 
 pub mod app;
-pub mod distribute;
 pub mod load;
 pub mod mesh;
 pub mod observe;
 pub mod steps;
 pub mod supervisor;
+pub mod sync;
 pub mod tour;
 
 use std::collections::BTreeMap;
@@ -25,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
 use app::Role;
@@ -33,10 +32,16 @@ use mesh::{Topology, Workload};
 use observe::Check;
 use steps::{Routing, StepResult};
 use supervisor::Supervisor;
+use sync::SyncView;
 
-/// How long a freshly started piece may take to become ready, and a config change to reach every proxy.
+/// How long a freshly started piece may take to become ready, and a config change to reach every proxy (the
+/// operator polls its directory every 500 ms and debounces pushes by 100 ms; a loaded CI machine is slower).
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the demo reads the operator's `/debug/syncz` while waiting.
+const SYNC_POLL: Duration = Duration::from_millis(20);
+/// The ISTIOD column of `halyard proxy-status` for the demo's control plane.
+const CONTROL_PLANE_ID: &str = "halyard-operator-demo";
 
 /// `halyard demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,25 +74,14 @@ pub struct ProxyArgs {
     pub proxy: halyard_proxy::cli::Args,
 }
 
-impl ProxyArgs {
-    /// Parse a `demo-proxy ...` command line as `halyard` would.
-    fn try_parse_from_demo(args: &[String]) -> anyhow::Result<ProxyArgs> {
-        #[derive(clap::Parser)]
-        struct Probe {
-            #[command(subcommand)]
-            command: ProbeCommand,
-        }
-        #[derive(clap::Subcommand)]
-        enum ProbeCommand {
-            #[command(name = "demo-proxy")]
-            Proxy(Box<ProxyArgs>),
-        }
-        let argv = std::iter::once("halyard".to_string()).chain(args.iter().cloned());
-        let probe = <Probe as clap::Parser>::try_parse_from(argv)
-            .map_err(|e| anyhow!("demo-proxy command line {args:?}: {e}"))?;
-        let ProbeCommand::Proxy(p) = probe.command;
-        Ok(*p)
-    }
+/// `halyard demo-operator`: the control plane (`halyard-operator`'s flags), in this process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatorArgs {
+    /// Exit when standard input closes (the demo that started this process is gone).
+    #[arg(long)]
+    pub exit_with_parent: bool,
+    #[command(flatten)]
+    pub operator: halyard_operator::run::Args,
 }
 
 /// What the demo prints; `quiet` keeps only the verdicts.
@@ -143,14 +137,12 @@ fn print_check(c: &Check, step: Option<&str>) {
     }
 }
 
-/// One proxy of the demo: its command line, the node identity the translator computes its config for (parsed
-/// from that same command line), its static config file and its admin address.
+/// One proxy of the demo: its name among the children, its proxy id (how the control plane knows it), its
+/// command line and its readiness address.
 struct ProxyProc {
     name: String,
+    id: String,
     args: Vec<String>,
-    node: halyard_config::discovery::Node,
-    config: PathBuf,
-    admin: SocketAddr,
     ready: SocketAddr,
 }
 
@@ -162,12 +154,17 @@ pub struct Mesh {
     config_dir: PathBuf,
     routing: Routing,
     proxies: Vec<ProxyProc>,
-    /// Number of the config last pushed to every proxy (`demo-<n>`).
+    /// The control plane's config version every proxy was last seen SYNCED at.
     version: u64,
-    /// Whether the proxies run (then a push reloads them).
-    started: bool,
-    /// The config directory's content at the last push, to notice a user's edits (`--keep-running`).
-    pushed: String,
+}
+
+/// How a config change reached the proxies.
+struct Synced {
+    version: u64,
+    /// From the write until the control plane's config version moved (its directory poll).
+    read_after: Duration,
+    /// From the write until every proxy had ACKed the new version.
+    acked_after: Duration,
 }
 
 impl Mesh {
@@ -177,7 +174,12 @@ impl Mesh {
         steps::write_atomically(&self.config_dir.join("routing.yaml"), &yaml)
     }
 
-    /// Apply `docs` on top of the routing in force, print them, and wait until every proxy runs the result.
+    fn proxy_ids(&self) -> Vec<String> {
+        self.proxies.iter().map(|p| p.id.clone()).collect()
+    }
+
+    /// Apply `docs` on top of the routing in force, print them, and wait until every proxy has ACKed the
+    /// control plane's config built from them.
     pub async fn apply(&mut self, docs: Vec<Value>, out: &Printer) -> anyhow::Result<()> {
         out.say(&format!(
             "applying to {}:",
@@ -185,85 +187,94 @@ impl Mesh {
         ));
         out.yaml(&docs);
         self.routing.set(docs);
+        let written = Instant::now();
         self.write_routing()?;
-        let started = Instant::now();
-        let version = self.push().await?;
+        let synced = self.wait_synced(written).await?;
+        self.refuse_rejected().await?;
         out.say(&format!(
-            "all {} proxies run config {version} ({} ms after the change)",
+            "halyard-operator read the change after {} ms; all {} proxies ACKed config version {} after {} ms",
+            synced.read_after.as_millis(),
             self.proxies.len(),
-            started.elapsed().as_millis()
+            synced.version,
+            synced.acked_after.as_millis()
         ));
         Ok(())
     }
 
-    /// The config directory's YAML files, concatenated in name order.
-    fn read_config_dir(&self) -> anyhow::Result<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.config_dir)
-            .with_context(|| format!("reading {}", self.config_dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-        let mut all = String::new();
-        for f in files {
-            let text =
-                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-            all.push_str(&format!("# {}\n---\n{text}\n---\n", f.display()));
-        }
-        Ok(all)
-    }
-
-    /// Translate the config directory for every proxy, write each proxy's config file, reload the running
-    /// proxies, and wait until each reports the new version.
-    async fn push(&mut self) -> anyhow::Result<String> {
-        let text = self.read_config_dir()?;
-        let docs = distribute::documents(&self.config_dir.display().to_string(), &text)
-            .map_err(|e| anyhow!(e))?;
-        let input = distribute::mesh_input(&docs).map_err(|e| anyhow!(e))?;
-        let model = halyard_config::mesh::MeshModel::build(&input);
-        let version = format!("demo-{}", self.version + 1);
-        for p in &self.proxies {
-            let res =
-                distribute::resources_for(&model, &p.node, &version).map_err(|e| anyhow!(e))?;
-            let json = halyard_config::static_config::to_json(&res);
-            steps::write_atomically(&p.config, &json)?;
-        }
-        self.version += 1;
-        self.pushed = text;
-        if self.started {
-            for p in &self.proxies {
-                self.supervisor
-                    .signal(&p.name, nix::sys::signal::Signal::SIGHUP)?;
+    /// Wait until the control plane's config version is newer than the one the proxies last ran and every
+    /// proxy is SYNCED at it; `since` is when the change was made.
+    async fn wait_synced(&mut self, since: Instant) -> anyhow::Result<Synced> {
+        let base = self.topology.monitoring_url();
+        let expected = self.proxy_ids();
+        let deadline = since + SYNC_TIMEOUT;
+        let mut read_after = None;
+        let mut last;
+        loop {
+            let exited = self.supervisor.exited();
+            if !exited.is_empty() {
+                bail!("mesh processes exited: {}", exited.join(", "));
             }
-            self.wait_versions(&version).await?;
+            match read_syncz(&base).await {
+                Ok(report) => {
+                    if read_after.is_none() && report.config_version > self.version {
+                        read_after = Some(since.elapsed());
+                    }
+                    match sync::assess(&report, &expected, self.version) {
+                        SyncView::Synced(version) => {
+                            self.version = version;
+                            let acked_after = since.elapsed();
+                            return Ok(Synced {
+                                version,
+                                read_after: read_after.unwrap_or(acked_after),
+                                acked_after,
+                            });
+                        }
+                        SyncView::Refused(why) => bail!("{why}"),
+                        SyncView::Waiting(why) => last = why,
+                    }
+                }
+                Err(e) => last = format!("{e:#}"),
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the proxies did not converge within {SYNC_TIMEOUT:?}: {last} (operator log: {})",
+                    self.supervisor.log_dir().join("operator.log").display()
+                );
+            }
+            tokio::time::sleep(SYNC_POLL).await;
         }
-        Ok(version)
     }
 
-    /// Wait until every proxy's admin `/server_info` reports config `version`.
-    async fn wait_versions(&mut self, version: &str) -> anyhow::Result<()> {
-        for p in &self.proxies {
-            let admin = p.admin;
-            let driver = &self.driver;
-            steps::poll(SYNC_TIMEOUT, || async {
-                let text = driver.text(admin, "/server_info").await?;
-                let info: Value = serde_json::from_str(&text)
-                    .map_err(|e| format!("{} /server_info is not JSON: {e}", p.name))?;
-                match info["config_version"].as_str() {
-                    Some(v) if v == version => Ok(()),
-                    other => Err(format!(
-                        "{} runs config {} (waiting for {version}; last rejection: {})",
-                        p.name,
-                        other.unwrap_or("none"),
-                        info["last_rejection"]
-                    )),
-                }
+    /// The objects the control plane skipped as invalid (its `/debug/configz`), one line each.
+    async fn rejected(&self) -> anyhow::Result<Vec<String>> {
+        let base = self.topology.monitoring_url();
+        let body = halyard_operator::debug::client::get(&base, "/debug/configz").await?;
+        let configz: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{base}/debug/configz is not JSON"))?;
+        let rejected = configz["rejected"].as_array().cloned().unwrap_or_default();
+        Ok(rejected
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}/{} ({}): {}",
+                    r["kind"].as_str().unwrap_or("?"),
+                    r["namespace"].as_str().unwrap_or("?"),
+                    r["name"].as_str().unwrap_or("?"),
+                    r["origin"].as_str().unwrap_or("?"),
+                    r["reason"].as_str().unwrap_or("?")
+                )
             })
-            .await?;
-        }
-        let exited = self.supervisor.exited();
-        if !exited.is_empty() {
-            anyhow::bail!("mesh processes exited: {}", exited.join(", "));
+            .collect())
+    }
+
+    /// The tour's own config must be accepted whole: a skipped object would make a step measure something else.
+    async fn refuse_rejected(&self) -> anyhow::Result<()> {
+        let rejected = self.rejected().await?;
+        if !rejected.is_empty() {
+            bail!(
+                "halyard-operator skipped invalid objects: {}",
+                rejected.join("; ")
+            );
         }
         Ok(())
     }
@@ -426,7 +437,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the halyard executable")?;
     let supervisor = Supervisor::new(exe, root.join("logs"))?;
     let topology = Topology { octet: args.octet };
-    let proxies = proxy_procs(&topology, &root.join("proxies"))?;
+    let proxies = proxy_procs(&topology);
     let mut mesh = Mesh {
         topology,
         driver: load::Driver::default(),
@@ -435,8 +446,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         routing: Routing::initial(),
         proxies,
         version: 0,
-        started: false,
-        pushed: String::new(),
     };
     let keep_running = args.keep_running || args.no_tour;
 
@@ -455,8 +464,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let reset = async {
             mesh.routing = Routing::initial();
             mesh.routing.set(steps::all_v1());
+            let written = Instant::now();
             mesh.write_routing()?;
-            mesh.push().await
+            mesh.wait_synced(written).await
         };
         match reset.await {
             Ok(_) => {
@@ -502,11 +512,26 @@ async fn start_and_tour(
         mesh.config_dir.display()
     ));
 
+    mesh.supervisor
+        .spawn(OPERATOR, &operator_args(&t, &mesh.config_dir))?;
     for w in &mesh::WORKLOADS {
         let args = app_args(&t, w);
         let name = format!("app-{}", w.name());
         mesh.supervisor.spawn(&name, &args)?;
     }
+    let monitoring = t.monitoring_addr();
+    let driver = &mesh.driver;
+    mesh.supervisor
+        .wait_ready(OPERATOR, READY_TIMEOUT, || async {
+            driver.text(monitoring, "/ready").await.map(|_| ())
+        })
+        .await?;
+    out.say(&format!(
+        "halyard-operator (local mode) reads {} and serves discovery at {}, /debug/* at {}",
+        mesh.config_dir.display(),
+        t.discovery_url(),
+        t.monitoring_url()
+    ));
     for w in &mesh::WORKLOADS {
         let addr = t.app_addr(w);
         let name = format!("app-{}", w.name());
@@ -518,9 +543,10 @@ async fn start_and_tour(
             .await?;
     }
     out.say("sample services: productpage v1, details v1, reviews v1/v2/v3, ratings v1");
+    let proxies_started = Instant::now();
 
-    // Every proxy's first config is on disk before it starts; it is ready once that config is applied.
-    let version = mesh.push().await?;
+    // The proxies connect to the control plane and get their first config from it; a proxy is ready once
+    // that config is applied, and in sync once the control plane has its ACK of every type.
     for p in &mesh.proxies {
         mesh.supervisor.spawn(&p.name, &p.args)?;
     }
@@ -533,11 +559,13 @@ async fn start_and_tour(
             })
             .await?;
     }
-    mesh.wait_versions(&version).await?;
-    mesh.started = true;
+    let synced = mesh.wait_synced(proxies_started).await?;
+    mesh.refuse_rejected().await?;
     out.say(&format!(
-        "{} proxies run config {version}; mesh up in {} ms",
+        "all {} proxies connected to halyard-operator and SYNCED at config version {} ({} ms after they started); mesh up in {} ms",
         mesh.proxies.len(),
+        synced.version,
+        synced.acked_after.as_millis(),
         started.elapsed().as_millis()
     ));
     if !tour {
@@ -572,52 +600,54 @@ fn app_args(t: &Topology, w: &Workload) -> Vec<String> {
     args
 }
 
-/// Every proxy of the demo (the workloads' sidecars, then the client's proxy) with its config file in `dir`.
-fn proxy_procs(t: &Topology, dir: &std::path::Path) -> anyhow::Result<Vec<ProxyProc>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut specs: Vec<(String, Option<&Workload>, SocketAddr, SocketAddr)> = mesh::WORKLOADS
+/// The control plane's name among the demo's children (and its log file's).
+const OPERATOR: &str = "operator";
+
+/// The command line of the control plane: `halyard-operator` in local mode on the topology's addresses.
+fn operator_args(t: &Topology, config_dir: &std::path::Path) -> Vec<String> {
+    vec![
+        "demo-operator".into(),
+        "--exit-with-parent".into(),
+        "--config-dir".into(),
+        config_dir.display().to_string(),
+        "--grpc-addr".into(),
+        t.discovery_addr().to_string(),
+        "--monitoring-addr".into(),
+        t.monitoring_addr().to_string(),
+        "--control-plane-id".into(),
+        CONTROL_PLANE_ID.into(),
+        "--log-level".into(),
+        "info".into(),
+    ]
+}
+
+/// Every proxy of the demo: the workloads' sidecars, then the client's proxy.
+fn proxy_procs(t: &Topology) -> Vec<ProxyProc> {
+    let mut procs: Vec<ProxyProc> = mesh::WORKLOADS
         .iter()
-        .map(|w| {
-            (
-                w.name(),
-                Some(w),
-                t.proxy_port(w, mesh::ADMIN_PORT),
-                t.proxy_port(w, mesh::READY_PORT),
-            )
+        .map(|w| ProxyProc {
+            name: format!("proxy-{}", w.name()),
+            id: w.proxy_id(),
+            args: proxy_args(t, Some(w)),
+            ready: t.proxy_port(w, mesh::READY_PORT),
         })
         .collect();
-    specs.push((
-        mesh::CLIENT_NAME.to_string(),
-        None,
-        t.client_port(mesh::ADMIN_PORT),
-        t.client_port(mesh::READY_PORT),
-    ));
-    specs
-        .into_iter()
-        .map(|(name, w, admin, ready)| {
-            let config = dir.join(format!("{name}.json"));
-            let args = proxy_args(t, w, &config);
-            // The node the translator sees is the one the proxy builds from its own flags.
-            let flags = ProxyArgs::try_parse_from_demo(&args)?;
-            let node = flags
-                .proxy
-                .discovery_node()
-                .map_err(|e| anyhow!("proxy {name}: {e}"))?;
-            Ok(ProxyProc {
-                name: format!("proxy-{name}"),
-                args,
-                node,
-                config,
-                admin,
-                ready,
-            })
-        })
-        .collect()
+    procs.push(ProxyProc {
+        name: format!("proxy-{}", mesh::CLIENT_NAME),
+        id: client_proxy_id(),
+        args: proxy_args(t, None),
+        ready: t.client_port(mesh::READY_PORT),
+    });
+    procs
+}
+
+fn client_proxy_id() -> String {
+    format!("{}.{}", mesh::CLIENT_NAME, mesh::NAMESPACE)
 }
 
 /// The command line of one proxy: a workload's sidecar, or (`None`) the client's proxy, which has no
 /// application and no egress bind address, so that its outbound listeners are the service VIPs.
-fn proxy_args(t: &Topology, w: Option<&Workload>, config: &std::path::Path) -> Vec<String> {
+fn proxy_args(t: &Topology, w: Option<&Workload>) -> Vec<String> {
     let (id, labels, workload, account, ip, admin, status, prometheus) = match w {
         Some(w) => (
             w.proxy_id(),
@@ -630,7 +660,7 @@ fn proxy_args(t: &Topology, w: Option<&Workload>, config: &std::path::Path) -> V
             t.proxy_port(w, mesh::PROMETHEUS_PORT),
         ),
         None => (
-            format!("{}.{}", mesh::CLIENT_NAME, mesh::NAMESPACE),
+            client_proxy_id(),
             format!("app={}", mesh::CLIENT_NAME),
             mesh::CLIENT_NAME.to_string(),
             mesh::CLIENT_NAME.to_string(),
@@ -643,8 +673,8 @@ fn proxy_args(t: &Topology, w: Option<&Workload>, config: &std::path::Path) -> V
     let mut args: Vec<String> = vec![
         "demo-proxy".into(),
         "--exit-with-parent".into(),
-        "--config".into(),
-        config.display().to_string(),
+        "--discovery-address".into(),
+        t.discovery_url(),
         // Seven proxies share the machine; one worker each is plenty for the demo's load.
         "--concurrency".into(),
         "1".into(),
@@ -685,28 +715,92 @@ fn proxy_args(t: &Topology, w: Option<&Workload>, config: &std::path::Path) -> V
     args
 }
 
-/// `--keep-running`: re-push whenever a file of the config directory changes, until Ctrl-C or SIGTERM.
+/// `--keep-running`: the control plane follows the config directory by itself; report each new config version
+/// once every proxy has ACKed it (or refused it), until Ctrl-C or SIGTERM.
 async fn watch_config(mesh: &mut Mesh, interrupts: &mut Interrupts) -> &'static str {
+    let base = mesh.topology.monitoring_url();
+    let expected = mesh.proxy_ids();
+    let mut unreachable = false;
+    let mut exited_reported = 0;
+    // The version being waited for, and since when (to say so once if it never converges).
+    let mut pending: Option<(u64, Instant)> = None;
     loop {
         tokio::select! {
             sig = interrupts.recv() => return sig,
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = tokio::time::sleep(WATCH_POLL) => {}
         }
-        let Ok(text) = mesh.read_config_dir() else {
-            continue;
-        };
-        if text == mesh.pushed {
-            continue;
+        let exited = mesh.supervisor.exited();
+        if exited.len() > exited_reported {
+            println!("mesh processes exited: {}", exited.join(", "));
+            exited_reported = exited.len();
         }
-        match mesh.push().await {
-            Ok(v) => println!("config directory changed: every proxy runs config {v}"),
-            Err(e) => {
-                // Keep serving the last good config, as a control plane would.
-                mesh.pushed = text;
-                println!("config directory changed but was not applied: {e:#}");
+        let report = match read_syncz(&base).await {
+            Ok(r) => {
+                unreachable = false;
+                r
             }
+            Err(e) => {
+                if !unreachable {
+                    println!("cannot read the control plane's sync status: {e:#}");
+                    unreachable = true;
+                }
+                continue;
+            }
+        };
+        if report.config_version <= mesh.version {
+            continue;
+        }
+        match sync::assess(&report, &expected, mesh.version) {
+            SyncView::Synced(version) => {
+                mesh.version = version;
+                pending = None;
+                println!(
+                    "config directory changed: all {} proxies ACKed config version {version}",
+                    expected.len()
+                );
+                match mesh.rejected().await {
+                    Ok(rejected) => {
+                        for r in rejected {
+                            println!("    skipped as invalid: {r}");
+                        }
+                    }
+                    Err(e) => println!("    (cannot read the skipped objects: {e:#})"),
+                }
+            }
+            SyncView::Refused(why) => {
+                mesh.version = report.config_version;
+                pending = None;
+                println!("config directory changed but was not applied: {why}");
+            }
+            SyncView::Waiting(why) => match pending {
+                Some((v, since)) if v == report.config_version => {
+                    if since.elapsed() > SYNC_TIMEOUT {
+                        println!(
+                            "config version {v} has not reached every proxy after {SYNC_TIMEOUT:?}: {why}"
+                        );
+                        // Said once; the next change is reported afresh.
+                        mesh.version = v;
+                        pending = None;
+                    }
+                }
+                _ => pending = Some((report.config_version, Instant::now())),
+            },
         }
     }
+}
+
+/// How often `--keep-running` looks at the control plane's sync status.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// The control plane's `/debug/syncz`, or why not (bounded: a hung control plane must not hang the demo).
+async fn read_syncz(base: &str) -> anyhow::Result<halyard_operator::discovery::status::SyncReport> {
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        halyard_operator::debug::client::sync_report(base),
+    )
+    .await
+    .map_err(|_| anyhow!("{base}/debug/syncz: no answer within 3s"))?
+    .map_err(anyhow::Error::from)
 }
 
 /// Print the verdict of every step; true when all passed.
@@ -755,12 +849,21 @@ fn print_access(mesh: &Mesh, root: &std::path::Path) {
         t.service_addr(Role::Productpage)
     );
     println!(
-        "edit the config (VirtualServices, DestinationRules, ServiceEntries; applied within a second):"
+        "control plane: halyard-operator in local mode, discovery {}, debug {}",
+        t.discovery_url(),
+        t.monitoring_url()
+    );
+    println!(
+        "edit the config it reads (VirtualServices, DestinationRules, ServiceEntries, WorkloadEntries; every proxy runs it within a second):"
     );
     println!("    {}", mesh.config_dir.join("routing.yaml").display());
     println!("    {}", mesh.config_dir.join("services.yaml").display());
     println!("inspect:");
     let pp = Mesh::workload(Role::Productpage, "v1");
+    println!(
+        "    halyard proxy-status --control-plane {}",
+        t.monitoring_url()
+    );
     println!(
         "    halyard proxy-config routes {}",
         t.proxy_port(&pp, mesh::ADMIN_PORT)
@@ -768,6 +871,11 @@ fn print_access(mesh: &Mesh, root: &std::path::Path) {
     println!(
         "    halyard proxy-config clusters {}",
         t.proxy_port(&pp, mesh::ADMIN_PORT)
+    );
+    println!(
+        "    curl -s '{}/debug/config_dump?proxyID={}'",
+        t.monitoring_url(),
+        pp.proxy_id()
     );
     println!(
         "    curl -s http://{}/stats/prometheus | grep istio_requests_total",
@@ -785,7 +893,7 @@ fn print_access(mesh: &Mesh, root: &std::path::Path) {
     }
     println!(
         "    {:<22} {:<17} http://{}  http://{}",
-        format!("{}.{}", mesh::CLIENT_NAME, mesh::NAMESPACE),
+        client_proxy_id(),
         "-",
         t.client_port(mesh::ADMIN_PORT),
         t.client_port(mesh::PROMETHEUS_PORT)
@@ -822,6 +930,35 @@ pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Run the control plane (hidden; started by `halyard demo`) until SIGTERM, Ctrl-C or, with
+/// `--exit-with-parent`, until the demo that started it is gone.
+pub fn run_operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
+    halyard_operator::run::init_logging(&args.operator)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let exit_with_parent = args.exit_with_parent;
+    runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term =
+            signal(SignalKind::terminate()).context("registering the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("registering the SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                () = supervisor::parent_gone(), if exit_with_parent => {}
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        halyard_operator::run::run_until(args.operator, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -841,6 +978,8 @@ mod tests {
         Proxy(Box<ProxyArgs>),
         #[command(name = "demo-app")]
         App(Box<app::AppArgs>),
+        #[command(name = "demo-operator")]
+        Operator(Box<OperatorArgs>),
     }
 
     fn parse(args: Vec<String>) -> Hidden {
@@ -855,11 +994,7 @@ mod tests {
     fn the_command_lines_the_demo_starts_are_accepted() {
         let t = Topology { octet: 10 };
         let w = mesh::WORKLOADS[3];
-        let Hidden::Proxy(p) = parse(proxy_args(
-            &t,
-            Some(&w),
-            std::path::Path::new("/tmp/r.json"),
-        )) else {
+        let Hidden::Proxy(p) = parse(proxy_args(&t, Some(&w))) else {
             panic!("not a proxy")
         };
         assert_eq!(p.proxy.node_id, "reviews-v2.default");
@@ -867,16 +1002,20 @@ mod tests {
         assert_eq!(p.proxy.local_bind_address, "127.10.3.4");
         assert_eq!(p.proxy.app_address, "127.10.2.4");
         assert_eq!(p.proxy.prometheus_address.to_string(), "127.10.1.4:15090");
-        let Hidden::Proxy(c) = parse(proxy_args(&t, None, std::path::Path::new("/tmp/c.json")))
-        else {
+        assert_eq!(p.proxy.discovery_address, vec!["http://127.10.4.1:15010"]);
+        assert!(
+            p.proxy.config.is_none(),
+            "config comes from the control plane"
+        );
+        let node = p.proxy.discovery_node().unwrap();
+        assert_eq!(node.labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(node.workload_ports[0].port, 9080);
+
+        let Hidden::Proxy(c) = parse(proxy_args(&t, None)) else {
             panic!("not a proxy")
         };
         assert_eq!(c.proxy.node_id, "demo-client.default");
         assert!(c.proxy.local_bind_address.is_empty());
-        assert_eq!(
-            c.proxy.config.as_deref(),
-            Some(std::path::Path::new("/tmp/c.json"))
-        );
 
         let Hidden::App(a) = parse(app_args(&t, &w)) else {
             panic!("not an app")
@@ -886,5 +1025,32 @@ mod tests {
             a.deps,
             vec![("ratings".to_string(), "127.10.3.4:9080".parse().unwrap())]
         );
+
+        let dir = std::path::Path::new("/tmp/halyard-demo-x/config");
+        let Hidden::Operator(o) = parse(operator_args(&t, dir)) else {
+            panic!("not the operator")
+        };
+        assert!(o.exit_with_parent);
+        assert_eq!(o.operator.config_dir.as_deref(), Some(dir));
+        assert_eq!(o.operator.grpc_addr, t.discovery_addr());
+        assert_eq!(o.operator.monitoring_addr, t.monitoring_addr());
+        assert_eq!(
+            o.operator.control_plane_id.as_deref(),
+            Some(CONTROL_PLANE_ID)
+        );
+    }
+
+    #[test]
+    fn every_proxy_has_its_own_id_and_readiness_address() {
+        let procs = proxy_procs(&Topology { octet: 10 });
+        assert_eq!(procs.len(), mesh::WORKLOADS.len() + 1);
+        let mut ids: Vec<&str> = procs.iter().map(|p| p.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), procs.len());
+        let mut ready: Vec<SocketAddr> = procs.iter().map(|p| p.ready).collect();
+        ready.sort();
+        ready.dedup();
+        assert_eq!(ready.len(), procs.len());
     }
 }

@@ -2,9 +2,9 @@
 //! specific to a step (the generic ones are in `observe`).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use http::HeaderValue;
 use serde_json::{Value, json};
 
@@ -347,22 +347,6 @@ pub fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
-}
-
-/// Poll `probe` until it returns `Ok`, at most `timeout`.
-pub async fn poll<T, F, Fut>(timeout: Duration, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match probe().await {
-            Ok(v) => return Ok(v),
-            Err(e) if started.elapsed() >= timeout => bail!("{e} (gave up after {timeout:?})"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -121,22 +121,6 @@ impl Supervisor {
         }
     }
 
-    /// Send `signal` to child `name` (e.g. SIGHUP: a proxy in static mode re-reads its config file).
-    pub fn signal(&self, name: &str, signal: Signal) -> anyhow::Result<()> {
-        let p = self
-            .procs
-            .iter()
-            .find(|p| p.name == name)
-            .with_context(|| format!("no child named {name}"))?;
-        let pid = p
-            .child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .with_context(|| format!("{name} has exited; its log {}", p.log.display()))?;
-        nix::sys::signal::kill(Pid::from_raw(pid), signal)
-            .with_context(|| format!("sending {signal} to {name} (pid {pid})"))
-    }
-
     /// Names of children that have exited, with their status (a healthy mesh has none).
     pub fn exited(&mut self) -> Vec<String> {
         self.procs
