@@ -45,6 +45,7 @@ fn golden(
         settings,
         serving: &serving,
         validation_fail_closed: fail_closed,
+        native_sidecars_supported: false,
     })
     .unwrap();
     // CRDs are the crds crate's output, tested there; the golden lists their names only.
@@ -246,6 +247,7 @@ fn validation_fail_closed_only_changes_the_failure_policy() {
             settings: &s,
             serving: &serving,
             validation_fail_closed: fc,
+            native_sidecars_supported: false,
         })
         .unwrap()
     };
@@ -312,6 +314,7 @@ fn canary_revision_runs_beside_the_default() {
         settings: &settings(),
         serving: &serving(),
         validation_fail_closed: false,
+        native_sidecars_supported: false,
     })
     .unwrap();
     // no name collides with the default revision's (except the shared namespace and CRDs)
@@ -405,4 +408,95 @@ fn bad_specs_are_refused_with_the_field() {
             .starts_with("MeshInstall m: spec.version: \"latest\" is not a version")
     );
     assert!(bad("{namespace: Istio}").starts_with("MeshInstall m: spec.namespace:"));
+}
+
+#[test]
+fn native_sidecar_auto_follows_the_cluster_and_explicit_settings_win() {
+    let s = settings();
+    let serving = serving();
+    // (spec.injection.nativeSidecar, cluster supports native sidecars) -> template nativeSidecars
+    for (setting, supported, want) in [
+        ("auto", true, true),
+        ("auto", false, false),
+        ("\"true\"", false, true),
+        ("\"false\"", true, false),
+    ] {
+        let mi = mesh_install(&format!(
+            "apiVersion: install.halyard.dev/v1alpha1\nkind: MeshInstall\nmetadata: {{name: mesh}}\nspec: {{injection: {{nativeSidecar: {setting}}}}}\n"
+        ));
+        let objects = render::render(&RenderInput {
+            install: &mi,
+            settings: &s,
+            serving: &serving,
+            validation_fail_closed: false,
+            native_sidecars_supported: supported,
+        })
+        .unwrap();
+        let text = find(&objects, "ConfigMap", "istio-sidecar-injector")["data"]["config"]
+            .as_str()
+            .unwrap();
+        let t = halyard_webhook::InjectionTemplate::from_yaml(text, "rendered").unwrap();
+        assert_eq!(
+            t.native_sidecars, want,
+            "nativeSidecar {setting}, cluster supports: {supported}"
+        );
+    }
+}
+
+#[test]
+fn the_root_certificate_is_not_rendered_but_mounted_under_istios_name() {
+    for (case, spec) in [("default", "{}"), ("canary", "{revision: canary}")] {
+        let mi = mesh_install(&format!(
+            "apiVersion: install.halyard.dev/v1alpha1\nkind: MeshInstall\nmetadata: {{name: mesh}}\nspec: {spec}\n"
+        ));
+        let objects = render::render(&RenderInput {
+            install: &mi,
+            settings: &settings(),
+            serving: &serving(),
+            validation_fail_closed: false,
+            native_sidecars_supported: false,
+        })
+        .unwrap();
+        // published into every namespace by the root-cert controller, never pruned with a MeshInstall
+        assert!(
+            !names(&objects, "ConfigMap")
+                .iter()
+                .any(|n| n.starts_with("istio-ca-root-cert")),
+            "{case}"
+        );
+        let gw = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "Deployment"
+                    && o["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("istio-ingressgateway")
+            })
+            .unwrap();
+        assert_eq!(
+            gw["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"], "istio-ca-root-cert",
+            "{case}"
+        );
+        let t = find(
+            &objects,
+            "ConfigMap",
+            objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == "ConfigMap"
+                        && o["metadata"]["name"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("istio-sidecar-injector")
+                })
+                .unwrap()["metadata"]["name"]
+                .as_str()
+                .unwrap(),
+        )["data"]["config"]
+            .as_str()
+            .unwrap();
+        let t = halyard_webhook::InjectionTemplate::from_yaml(t, "rendered").unwrap();
+        assert_eq!(t.ca_root_config_map, "istio-ca-root-cert", "{case}");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use halyard_crds::install::{
-    CaSource, ComponentState, ComponentStatus, MeshInstall, MeshInstallStatus,
+    CaSource, ComponentState, ComponentStatus, MeshInstall, MeshInstallStatus, NativeSidecar,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -33,8 +33,10 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::ca::{self, CaMaterial, ServingCert};
+use super::cluster;
 use super::kinds::{self, KindInfo};
 use super::render::{self, Layout, RenderInput, RenderSettings};
+use super::root_cert::{self, RootCertOptions};
 use super::status::{self, Observation};
 use super::upgrade;
 use super::{Error, FIELD_MANAGER, FINALIZER, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY, Result};
@@ -59,6 +61,8 @@ pub struct ControllerOptions {
     pub resync: Duration,
     /// Name of this instance in Events.
     pub instance: String,
+    /// The `istio-ca-root-cert` controller that runs beside the MeshInstall controller.
+    pub root_cert: RootCertOptions,
 }
 
 impl Default for ControllerOptions {
@@ -71,6 +75,7 @@ impl Default for ControllerOptions {
             not_ready_requeue: Duration::from_secs(15),
             resync: Duration::from_secs(300),
             instance: std::env::var("POD_NAME").unwrap_or_else(|_| "halyard-operator".to_string()),
+            root_cert: RootCertOptions::default(),
         }
     }
 }
@@ -83,6 +88,7 @@ impl std::fmt::Debug for ControllerOptions {
             .field("crd_wait", &self.crd_wait)
             .field("not_ready_requeue", &self.not_ready_requeue)
             .field("resync", &self.resync)
+            .field("root_cert", &self.root_cert)
             .finish_non_exhaustive()
     }
 }
@@ -142,9 +148,24 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` completes. Watches MeshInstalls and every kind it creates (by the
-/// `app.kubernetes.io/managed-by` label), so that a deleted or edited object is restored.
+/// Runs the MeshInstall controller and, beside it, the `istio-ca-root-cert` controller ([`root_cert::run`])
+/// until `shutdown` completes (both under the same leader election).
 pub async fn run_controller(
+    client: Client,
+    opts: ControllerOptions,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::FutureExt;
+    let boxed: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
+    let shutdown = boxed.shared();
+    let roots = root_cert::run(client.clone(), opts.root_cert.clone(), shutdown.clone());
+    let installs = run_mesh_install_controller(client, opts, shutdown);
+    futures::join!(installs, roots);
+}
+
+/// Runs the MeshInstall controller until `shutdown` completes. Watches MeshInstalls and every kind it creates
+/// (by the `app.kubernetes.io/managed-by` label), so that a deleted or edited object is restored.
+pub async fn run_mesh_install_controller(
     client: Client,
     opts: ControllerOptions,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -518,11 +539,17 @@ async fn install(mi: &MeshInstall, ctx: &Context, layout: &Layout) -> Result<Act
     let ca = load_ca(mi, ctx, layout).await?;
     let serving = serving_cert(ctx, layout, &ca).await?;
     let mut fail_closed = validation_fail_closed(ctx, layout).await?;
+    // Only `auto` asks the cluster; explicit true/false need no API call.
+    let native = match mi.spec.injection.native_sidecar {
+        NativeSidecar::Auto => Some(cluster::detect_native_sidecars(&ctx.client).await?),
+        _ => None,
+    };
     let input = RenderInput {
         install: mi,
         settings: &ctx.opts.render,
         serving: &serving,
         validation_fail_closed: fail_closed,
+        native_sidecars_supported: native.as_ref().is_some_and(|n| n.supported),
     };
     let objects = render::render(&input)?;
 
@@ -580,8 +607,19 @@ async fn install(mi: &MeshInstall, ctx: &Context, layout: &Layout) -> Result<Act
         ComponentStatus {
             state: ComponentState::Ready,
             message: Some(format!(
-                "discovery served by halyard-operator at {}",
-                ctx.opts.render.discovery_address
+                "discovery served by halyard-operator at {}; {}",
+                ctx.opts.render.discovery_address,
+                match &native {
+                    Some(n) => format!("nativeSidecar auto: {}", n.reason),
+                    None => format!(
+                        "nativeSidecar {}",
+                        if cluster::native_sidecars(mi.spec.injection.native_sidecar, false) {
+                            "true: native sidecars"
+                        } else {
+                            "false: classic sidecars"
+                        }
+                    ),
+                }
             )),
         },
     );

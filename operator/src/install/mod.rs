@@ -1,17 +1,20 @@
 //! The `MeshInstall` lifecycle: rendering a MeshInstall into Kubernetes objects ([`render`]), the
 //! certificate authority and the webhook's serving certificate ([`ca`]), the controller that applies,
 //! prunes, reports status and uninstalls ([`controller`]), the upgrade rules ([`upgrade`]), and leader
-//! election with a Lease ([`leader`]).
+//! election with a Lease ([`leader`]); the mesh root published into every namespace as `istio-ca-root-cert`
+//! ([`root_cert`]); what the cluster supports, e.g. native sidecars ([`cluster`]).
 //!
 //! Entry point: [`run_controller`] (or [`leader::run_with_leader_election`] when several replicas run).
 
 pub mod args;
 pub mod ca;
 pub mod client;
+pub mod cluster;
 pub mod controller;
 pub mod kinds;
 pub mod leader;
 pub mod render;
+pub mod root_cert;
 pub mod status;
 pub mod upgrade;
 

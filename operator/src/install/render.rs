@@ -6,9 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use halyard_crds::install::{
-    GatewayComponent, InjectionPolicy, MeshInstall, NativeSidecar, Profile, ServiceType,
-};
+use halyard_crds::install::{GatewayComponent, InjectionPolicy, MeshInstall, Profile, ServiceType};
 use halyard_crds::security::MutualTlsMode;
 use halyard_webhook::InjectionTemplate;
 use kube::ResourceExt;
@@ -54,6 +52,9 @@ pub struct RenderInput<'a> {
     pub serving: &'a ServingCert,
     /// Whether the validating webhook has proven it denies bad objects (`failurePolicy: Fail`), else `Ignore`.
     pub validation_fail_closed: bool,
+    /// Whether the cluster runs native sidecars ([`super::cluster::detect_native_sidecars`]); used when
+    /// `spec.injection.nativeSidecar` is `auto`.
+    pub native_sidecars_supported: bool,
 }
 
 /// Names and labels derived from a MeshInstall, shared by rendering, status and cleanup.
@@ -285,7 +286,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<Value>, Error> {
     }
 
     let mesh = mesh_config(mi, &l, settings)?;
-    let template = injection_template(mi, &l, settings)?;
+    let template = injection_template(mi, &l, settings, input.native_sidecars_supported)?;
     let external = settings.webhook_url.is_some();
 
     // ServiceAccounts and least-privilege RBAC. The webhook reads its config from mounted files and needs
@@ -331,11 +332,8 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<Value>, Error> {
         "metadata": {"name": l.injector_config_map(), "namespace": ns, "labels": l.labels("Pilot")},
         "data": {"config": template},
     }));
-    out.push(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": format!("istio-ca-root-cert{}", l.suffix), "namespace": ns, "labels": l.labels("Pilot")},
-        "data": {"root-cert.pem": input.serving.ca_bundle_pem},
-    }));
+    // `istio-ca-root-cert` (the root, mounted by gateways and sidecars) is not rendered here: the root-cert
+    // controller publishes it into every namespace, this one included (`super::root_cert`).
 
     if mi.spec.mesh_config.default_mtls_mode != MutualTlsMode::Permissive {
         // Istio's way of a mesh-wide mTLS mode: a PeerAuthentication named `default` in the root namespace.
@@ -445,6 +443,7 @@ fn injection_template(
     mi: &MeshInstall,
     l: &Layout,
     settings: &RenderSettings,
+    native_sidecars_supported: bool,
 ) -> Result<String, Error> {
     let err = |e: halyard_webhook::Error| Error::Render {
         what: "injection template".to_string(),
@@ -459,15 +458,16 @@ fn injection_template(
     };
     t.never_inject_selector = spec.injection.never_inject_selector.clone();
     t.always_inject_selector = spec.injection.always_inject_selector.clone();
-    // The template has no "auto": the webhook cannot see the node's kubelet version at admission time, so
-    // `auto` keeps classic sidecars, which work everywhere.
-    t.native_sidecars = spec.injection.native_sidecar == NativeSidecar::Enabled;
+    // The template has no "auto": the operator resolves it against what the cluster supports (Istio's rule:
+    // Kubernetes and every kubelet at 1.33 or later); explicit true/false win.
+    t.native_sidecars =
+        super::cluster::native_sidecars(spec.injection.native_sidecar, native_sidecars_supported);
     t.hold_application_until_proxy_starts = spec
         .mesh_config
         .default_config
         .hold_application_until_proxy_starts;
     t.discovery_address = settings.discovery_address.clone();
-    t.ca_root_config_map = "istio-ca-root-cert".to_string();
+    t.ca_root_config_map = super::root_cert::CONFIG_MAP.to_string();
     t.proxy.image = spec
         .proxy
         .image
@@ -689,7 +689,7 @@ fn gateway(
                             "securityContext": security_context(),
                             "volumeMounts": [{"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio", "readOnly": true}],
                         }],
-                        "volumes": [{"name": "istiod-ca-cert", "configMap": {"name": format!("istio-ca-root-cert{}", l.suffix)}}],
+                        "volumes": [{"name": "istiod-ca-cert", "configMap": {"name": super::root_cert::CONFIG_MAP}}],
                     },
                 },
             },

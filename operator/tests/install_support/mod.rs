@@ -131,8 +131,13 @@ pub struct State {
     pub establish_crds: bool,
     /// Whether a dry-run object annotated `internal.istio.io/webhook-always-reject` is denied.
     pub validation_denies: bool,
+    /// `gitVersion` served at `/version`; `None` serves [`DEFAULT_KUBERNETES_VERSION`].
+    pub kubernetes_version: Option<String>,
     pub next_rv: u64,
 }
+
+/// What `/version` says unless a test sets [`State::kubernetes_version`].
+pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.33.0";
 
 fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -234,6 +239,9 @@ impl State {
         content_type: &str,
         body: &[u8],
     ) -> Response<Body> {
+        if uri.path() == "/version" {
+            return self.version(method);
+        }
         let p = parse(uri);
         let dry_run = p.query.contains_key("dryRun");
         let verb = match (method.as_str(), p.name.is_some()) {
@@ -420,6 +428,34 @@ impl State {
             },
             _ => unreachable!(),
         }
+    }
+
+    fn version(&mut self, method: &Method) -> Response<Body> {
+        assert_eq!(method, Method::GET, "/version");
+        self.calls.push(Call {
+            verb: "GET".to_string(),
+            plural: "version".to_string(),
+            namespace: None,
+            name: Some("version".to_string()),
+            subresource: None,
+        });
+        if let Some(f) = self
+            .failures
+            .iter_mut()
+            .find(|f| f.verb == "GET" && f.plural == "version" && f.times > 0)
+        {
+            f.times -= 1;
+            return status(f.code, "InternalError", "scripted failure of GET /version");
+        }
+        let git = self
+            .kubernetes_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KUBERNETES_VERSION.to_string());
+        let minor = git.split('.').nth(1).unwrap_or("0").to_string();
+        ok(&json!({
+            "major": "1", "minor": minor, "gitVersion": git, "gitCommit": "", "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+        }))
     }
 
     /// Calls of one verb, as `plural ns/name` strings.
