@@ -61,7 +61,11 @@ pub async fn serve_listener(proxy: Arc<Proxy>, listener: TcpListener, role: Role
     }
 }
 
-fn reply(status: StatusCode, ctype: &'static str, body: impl Into<bytes::Bytes>) -> Response<Body> {
+pub(crate) fn reply(
+    status: StatusCode,
+    ctype: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Body::full(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -74,30 +78,41 @@ fn query<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
 }
 
 fn handle(proxy: &Proxy, req: Request<Incoming>, role: Role) -> Response<Body> {
-    let shared = proxy.shared();
     let path = req.uri().path();
-    let ready = shared.ready.load(Ordering::Relaxed) && !*shared.drain.borrow();
     match (role, path) {
-        (Role::Status | Role::Admin, "/healthz/ready") => {
-            if ready {
-                reply(StatusCode::OK, "text/plain", "")
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready: no config applied yet or draining\n",
-                )
-            }
-        }
-        (Role::Prometheus | Role::Admin, "/stats/prometheus") => {
-            let mut out = String::with_capacity(16 * 1024);
-            shared.metrics.render(&mut out);
-            crate::resilience::report::prometheus(&shared.state.load(), &mut out);
-            reply(StatusCode::OK, "text/plain; version=0.0.4", out)
-        }
+        (Role::Status | Role::Admin, "/healthz/ready") => readiness(proxy),
+        (Role::Prometheus | Role::Admin, "/stats/prometheus") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus_text(proxy),
+        ),
         (Role::Admin, _) => admin(proxy, &req, path),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// `/healthz/ready` (15021, admin, and the agent port 15020): 200 once config is applied and
+/// until draining starts.
+pub fn readiness(proxy: &Proxy) -> Response<Body> {
+    let shared = proxy.shared();
+    if shared.ready.load(Ordering::Relaxed) && !*shared.drain.borrow() {
+        reply(StatusCode::OK, "text/plain", "")
+    } else {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: no config applied yet or draining\n",
+        )
+    }
+}
+
+/// The proxy's own metrics in Prometheus text (15090, admin, and merged on 15020).
+pub fn prometheus_text(proxy: &Proxy) -> String {
+    let shared = proxy.shared();
+    let mut out = String::with_capacity(16 * 1024);
+    shared.metrics.render(&mut out);
+    crate::resilience::report::prometheus(&shared.state.load(), &mut out);
+    out
 }
 
 fn state_name(proxy: &Proxy) -> &'static str {

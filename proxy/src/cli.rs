@@ -13,6 +13,7 @@ use halyard_config::ProxyResources;
 
 use crate::access_log::{AccessLog, Encoding};
 use crate::admin::{self, Role};
+use crate::agent::Agent;
 use crate::error::ProxyError;
 use crate::proxy::{LogReloader, Proxy, ProxyOptions};
 use crate::snapshot::NodeInfo;
@@ -101,6 +102,35 @@ pub struct Args {
     /// Protocol sniffing timeout for server-first protocols (`100ms`).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub sniff_timeout: Duration,
+    /// Agent port (app probes, merged metrics, `/quitquitquit`). Default: `0.0.0.0:15020` for a
+    /// sidecar with capture; off with `--interception none` (local mode) unless given.
+    #[arg(long, env = "HALYARD_AGENT_ADDRESS")]
+    pub agent_address: Option<SocketAddr>,
+    /// The app's original probes by agent path, JSON (set by the injector).
+    #[arg(long, env = "ISTIO_KUBE_APP_PROBERS", default_value = "")]
+    pub app_probers: String,
+    /// The app's original `prometheus.io/*` annotations, JSON (set by the injector).
+    #[arg(long, env = "ISTIO_PROMETHEUS_ANNOTATIONS", default_value = "")]
+    pub app_prometheus: String,
+    /// How often DNS clusters (ServiceEntry `resolution: DNS`) are re-resolved (Istio's dnsRefreshRate).
+    #[arg(long, env = "HALYARD_DNS_REFRESH_RATE", default_value = "60s", value_parser = parse_duration)]
+    pub dns_refresh_rate: Duration,
+    /// `wait`: how long to wait for readiness before failing.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub wait_timeout: Duration,
+    /// What to do: run as `sidecar` (default) or `router`; `wait` until the local proxy is ready
+    /// (the injector's postStart hook); `drain` the local proxy (a native sidecar's preStop hook).
+    #[arg(value_enum)]
+    pub mode: Option<Mode>,
+}
+
+/// The positional mode of `halyard-proxy` (the injected container runs `halyard-proxy sidecar`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Sidecar,
+    Router,
+    Wait,
+    Drain,
 }
 
 /// `150ms`, `5s`, `2m`, or bare seconds.
@@ -277,8 +307,24 @@ pub fn main_with(args: Args) -> Result<(), ProxyError> {
 }
 
 /// Run the proxy inside the current runtime until `/quitquitquit` or SIGTERM/SIGINT (+ drain).
-pub async fn run(args: Args) -> Result<(), ProxyError> {
+pub async fn run(mut args: Args) -> Result<(), ProxyError> {
+    match args.mode {
+        Some(Mode::Wait) => return wait_ready(&args).await,
+        Some(Mode::Drain) => return drain_local(&args).await,
+        Some(Mode::Router) => args.proxy_type = "router".into(),
+        Some(Mode::Sidecar) | None => {}
+    }
     let reloader = init_logging(&args.log_level, args.log_json);
+    // Bad probe/annotation env is refused before anything starts, naming the field.
+    let agent = match agent_address(&args) {
+        Some(addr) => {
+            let a =
+                Agent::from_env_values(&args.app_probers, &args.app_prometheus, app_host(&args))
+                    .map_err(|e| ProxyError::Args(e.to_string()))?;
+            Some((addr, Arc::new(a)))
+        }
+        None => None,
+    };
     let access_log = match &args.access_log {
         Some(path) => {
             let enc = if args.access_log_encoding.eq_ignore_ascii_case("json") {
@@ -313,6 +359,11 @@ pub async fn run(args: Args) -> Result<(), ProxyError> {
         prom_l,
         Role::Prometheus,
     ));
+    if let Some((addr, agent)) = agent {
+        let l = bind_admin(addr, "agent").await?;
+        tracing::info!(%addr, probes = agent.probers.len(), app_metrics = agent.app_scrape.is_some(), "agent port listening");
+        tokio::spawn(crate::agent::serve_listener(proxy.clone(), l, agent));
+    }
 
     if let Some(path) = &args.config {
         let res = load_config(path)?;
@@ -343,6 +394,111 @@ pub async fn run(args: Args) -> Result<(), ProxyError> {
 
     wait_for_exit(&proxy, args.drain_duration).await;
     Ok(())
+}
+
+/// The agent port: explicit, else on for a capturing sidecar (Istio's 15020), off in local mode so
+/// several local proxies do not collide.
+pub fn agent_address(args: &Args) -> Option<SocketAddr> {
+    args.agent_address.or_else(|| {
+        let local = args.interception.eq_ignore_ascii_case("none");
+        let sidecar = args.proxy_type.eq_ignore_ascii_case("sidecar");
+        (sidecar && !local).then_some(crate::agent::DEFAULT_ADDRESS)
+    })
+}
+
+/// Where app probes and the app scrape go when they name no host: the app address (local mode),
+/// else the pod IP (as the kubelet probes it), else loopback.
+pub fn app_host(args: &Args) -> String {
+    let a = args.app_address.trim();
+    if let Ok(sa) = a.parse::<SocketAddr>() {
+        return sa.ip().to_string();
+    }
+    if !a.is_empty() {
+        return a.trim_matches(['[', ']']).to_string();
+    }
+    args.ips
+        .iter()
+        .map(|s| s.trim())
+        .find(|s| !s.is_empty())
+        .unwrap_or("127.0.0.1")
+        .to_string()
+}
+
+/// A local address for a port bound on all interfaces.
+fn local_target(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+/// One request to a local admin-type port; the status code.
+async fn local_request(method: http::Method, addr: SocketAddr, path: &str) -> Result<u16, String> {
+    use http_body_util::Empty;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{addr}{path}: {e}"))?;
+    Ok(resp.status().as_u16())
+}
+
+/// `halyard-proxy wait`: poll the local `/healthz/ready` every 500 ms until it answers 200 or
+/// `--wait-timeout` passes (the postStart hook of `holdApplicationUntilProxyStarts`).
+async fn wait_ready(args: &Args) -> Result<(), ProxyError> {
+    let addr = local_target(args.status_address);
+    let deadline = tokio::time::Instant::now() + args.wait_timeout;
+    loop {
+        let last = match tokio::time::timeout(
+            Duration::from_secs(1),
+            local_request(http::Method::GET, addr, "/healthz/ready"),
+        )
+        .await
+        {
+            Ok(Ok(200)) => {
+                eprintln!("halyard-proxy is ready");
+                return Ok(());
+            }
+            Ok(Ok(code)) => format!("HTTP {code}"),
+            Ok(Err(e)) => e,
+            Err(_) => "no answer within 1s".into(),
+        };
+        if tokio::time::Instant::now() + Duration::from_millis(500) > deadline {
+            return Err(ProxyError::Args(format!(
+                "proxy at {addr} not ready within {:?}: {last}",
+                args.wait_timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `halyard-proxy drain`: ask the local proxy to stop accepting and finish open connections.
+async fn drain_local(args: &Args) -> Result<(), ProxyError> {
+    let addr = local_target(args.admin_address);
+    match local_request(http::Method::POST, addr, "/drain_listeners").await {
+        Ok(200) => Ok(()),
+        Ok(code) => Err(ProxyError::Args(format!(
+            "drain: {addr}/drain_listeners answered HTTP {code}"
+        ))),
+        Err(e) => Err(ProxyError::Args(format!("drain: {e}"))),
+    }
 }
 
 async fn bind_admin(
@@ -392,7 +548,20 @@ async fn wait_for_exit(proxy: &Arc<Proxy>, drain: Duration) {
             tokio::time::sleep(drain).await;
         }
         _ = tokio::signal::ctrl_c() => {}
-        _ = quit.wait_for(|q| *q) => {}
+        _ = quit.wait_for(|q| *q) => {
+            // `/quitquitquit`: stop accepting, let open connections finish (bounded by the drain
+            // duration), and give the quit request's own answer time to leave.
+            proxy.drain();
+            let deadline = tokio::time::Instant::now() + drain;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let active = &proxy.shared().stats.downstream_cx_active;
+            while active.load(std::sync::atomic::Ordering::Relaxed) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tracing::info!("exiting after /quitquitquit");
+        }
     }
 }
 

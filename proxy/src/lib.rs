@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod agent;
 pub mod body;
 pub mod cli;
 pub mod cluster;
