@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::lb::{Balancer, HashKey, LbPolicy};
 use crate::metrics::PeersId;
 use crate::resilience::ClusterState;
-use crate::upstream::{Endpoint, UpstreamProtocol};
+use crate::upstream::{Endpoint, PoolSettings, UpstreamProtocol};
 
 /// How a cluster finds its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct Cluster {
     pub peers: Arc<PeersId>,
     /// Circuit breaker, retry budget and outlier detection (issue 4).
     pub resilience: ClusterState,
+    /// Connection settings of the cluster's pools (also for `OriginalDst` and TCP connects).
+    pub pool: PoolSettings,
 }
 
 impl Cluster {
@@ -60,7 +62,14 @@ impl Cluster {
             endpoints,
             peers,
             resilience: ClusterState::default(),
+            pool: PoolSettings::default(),
         }
+    }
+
+    /// Set the connection settings (DestinationRule `connectionPool`) the cluster's pools use.
+    pub fn with_pool(mut self, pool: PoolSettings) -> Self {
+        self.pool = pool;
+        self
     }
 
     /// Attach the cluster's resilience state (connection pool limits, outlier detection).

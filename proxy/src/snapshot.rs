@@ -741,6 +741,7 @@ fn cluster(
             }
         }
     };
+    let pool = crate::upstream::PoolSettings::from_cluster(c);
     let mut eps = Vec::new();
     if kind == ClusterKind::Endpoints
         && let Some(ce) = endpoints
@@ -762,7 +763,7 @@ fn cluster(
                     (p != base).then(|| ctx.metrics.intern(p))
                 };
                 eps.push(Endpoint {
-                    upstream: ctx.registry.get(addr, protocol),
+                    upstream: ctx.registry.get_with(addr, protocol, pool),
                     weight: e.weight.max(1),
                     healthy: e.health() == r::endpoint::Health::Healthy,
                     peers,
@@ -780,7 +781,8 @@ fn cluster(
         eps,
         peers,
     )
-    .with_resilience(resilience))
+    .with_resilience(resilience)
+    .with_pool(pool))
 }
 
 fn chain(

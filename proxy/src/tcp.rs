@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::cluster::ClusterKind;
 use crate::lb::{HashKey, hash64};
@@ -13,7 +12,7 @@ use crate::metrics::{Reporter, ResponseFlags};
 use crate::proxy::Shared;
 use crate::route::WeightedClusters;
 use crate::snapshot::Snapshot;
-use crate::upstream::DEFAULT_CONNECT_TIMEOUT;
+use crate::upstream::connect_tcp;
 
 /// Proxy one downstream connection to the chosen upstream until both directions close.
 #[allow(clippy::too_many_arguments)]
@@ -63,8 +62,8 @@ pub async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
         h.closed();
         return;
     };
-    let up = match tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
+    let up = match connect_tcp(addr, &cluster.pool).await {
+        Ok(s) => s,
         _ => {
             let h = metrics.tcp(reporter, &peers, ResponseFlags::UF, false);
             h.opened();
@@ -72,7 +71,6 @@ pub async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
-    let _ = up.set_nodelay(true);
     let h = metrics.tcp(reporter, &peers, ResponseFlags::NONE, false);
     h.opened();
     let (dr, dw) = tokio::io::split(down);

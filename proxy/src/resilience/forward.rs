@@ -289,7 +289,11 @@ pub async fn send(
                         let up = if cluster.use_downstream_protocol
                             && t.protocol == UpstreamProtocol::Http2
                         {
-                            t.registry.get(ep.upstream.addr, UpstreamProtocol::Http2)
+                            t.registry.get_with(
+                                ep.upstream.addr,
+                                UpstreamProtocol::Http2,
+                                ep.upstream.settings,
+                            )
                         } else {
                             ep.upstream.clone()
                         };
@@ -312,7 +316,8 @@ pub async fn send(
             }
             _ => (
                 None,
-                t.registry.get(t.original_dst, t.protocol),
+                t.registry
+                    .get_with(t.original_dst, t.protocol, cluster.pool),
                 cluster.peers.clone(),
             ),
         };
@@ -324,9 +329,9 @@ pub async fn send(
         let try_timeout = min_opt(per_try, left);
         let total_bound = try_timeout.is_some() && try_timeout == left;
         let req = head.request(body_for(&replay, &mut streamed));
-        let active = upstream.begin();
+        let mut active = upstream.begin();
         let attempt_start = Instant::now();
-        let sent = upstream.send(req, t.upgrade);
+        let sent = upstream.send(req, t.upgrade, &mut active);
         let result = match try_timeout {
             Some(d) => tokio::time::timeout(d, sent).await.ok(),
             None => Some(sent.await),
@@ -494,8 +499,8 @@ fn mirror(t: &Target<'_>, m: &MirrorPolicy, head: &Head, body: Bytes, deadline: 
     };
     let req = head.request(body);
     tokio::spawn(async move {
-        let _active = upstream.begin();
-        match tokio::time::timeout(limit, upstream.send(req, false)).await {
+        let mut active = upstream.begin();
+        match tokio::time::timeout(limit, upstream.send(req, false, &mut active)).await {
             Ok(Ok(resp)) => {
                 // Drain so the connection can be reused; the result is ignored.
                 let _ = tokio::time::timeout(limit, resp.into_body().collect()).await;

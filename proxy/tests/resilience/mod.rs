@@ -276,3 +276,125 @@ pub async fn admin_text(p: &Arc<halyard_proxy::Proxy>, path: &str) -> String {
     task.abort();
     got.text()
 }
+
+/// One connection a [`conn_backend`] accepted.
+#[derive(Debug, Clone)]
+pub struct ConnRec {
+    pub peer: SocketAddr,
+    pub opened: std::time::Instant,
+    /// When the backend saw the connection end (the proxy closed it).
+    pub closed: Option<std::time::Instant>,
+}
+
+/// What a [`conn_backend`] saw: every connection, when it opened and closed, and the HTTP
+/// version of each request.
+#[derive(Debug, Default)]
+pub struct ConnLog {
+    pub conns: Mutex<Vec<ConnRec>>,
+    pub versions: Mutex<Vec<http::Version>>,
+    pub max_concurrent: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl ConnLog {
+    pub fn accepted(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+    pub fn closed(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.closed.is_some())
+            .count()
+    }
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.conns.lock().unwrap().iter().map(|c| c.peer).collect()
+    }
+    /// Wait (at most `limit`) until `n` connections have closed.
+    pub async fn wait_closed(&self, n: usize, limit: Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if self.closed() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.closed() >= n
+    }
+}
+
+/// An HTTP/1.1 + HTTP/2 backend that logs its connections. A request's `x-delay-ms` header
+/// delays its response.
+pub async fn conn_backend() -> (SocketAddr, Arc<ConnLog>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let log = Arc::new(ConnLog::default());
+    let lg = log.clone();
+    tokio::spawn(async move {
+        while let Ok((s, peer)) = l.accept().await {
+            let idx = {
+                let mut c = lg.conns.lock().unwrap();
+                c.push(ConnRec {
+                    peer,
+                    opened: std::time::Instant::now(),
+                    closed: None,
+                });
+                c.len() - 1
+            };
+            let lg2 = lg.clone();
+            tokio::spawn(async move {
+                let lg3 = lg2.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let lg = lg3.clone();
+                    async move {
+                        lg.versions.lock().unwrap().push(req.version());
+                        let now = lg.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        lg.max_concurrent.fetch_max(now, Ordering::SeqCst);
+                        let delay = req
+                            .headers()
+                            .get("x-delay-ms")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        lg.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(
+                            Response::builder()
+                                .header("x-conn", idx.to_string())
+                                .header("x-upstream-version", format!("{:?}", req.version()))
+                                .body(Full::new(Bytes::from("ok")))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+                lg2.conns.lock().unwrap()[idx].closed = Some(std::time::Instant::now());
+            });
+        }
+    });
+    (addr, log)
+}
+
+/// A listening socket whose accept queue is full and never drained: new connections to it
+/// stay unanswered (their SYNs are dropped), so connects time out. Keep the returned value alive.
+pub fn blackhole() -> (SocketAddr, Vec<std::net::TcpStream>, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(c) => fillers.push(c),
+            Err(_) => return (addr, fillers, s),
+        }
+    }
+    panic!("the accept queue of {addr} never filled");
+}
