@@ -252,19 +252,7 @@ impl Mesh {
         let configz: Value = serde_json::from_slice(&body)
             .with_context(|| format!("{base}/debug/configz is not JSON"))?;
         let rejected = configz["rejected"].as_array().cloned().unwrap_or_default();
-        Ok(rejected
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} {}/{} ({}): {}",
-                    r["kind"].as_str().unwrap_or("?"),
-                    r["namespace"].as_str().unwrap_or("?"),
-                    r["name"].as_str().unwrap_or("?"),
-                    r["origin"].as_str().unwrap_or("?"),
-                    r["reason"].as_str().unwrap_or("?")
-                )
-            })
-            .collect())
+        Ok(rejected.iter().map(describe_rejected).collect())
     }
 
     /// The tour's own config must be accepted whole: a skipped object would make a step measure something else.
@@ -598,6 +586,24 @@ fn app_args(t: &Topology, w: &Workload) -> Vec<String> {
         args.push(format!("{dep}={}", t.outbound_addr(w)));
     }
     args
+}
+
+/// One object the control plane skipped (an entry of `/debug/configz`'s `rejected`): where, what, why.
+fn describe_rejected(r: &Value) -> String {
+    let field = |k: &str| r[k].as_str().unwrap_or_default();
+    if field("kind").is_empty() {
+        // Not even an object (unparsable YAML): only the document's place is known.
+        format!("{}: {}", field("origin"), field("reason"))
+    } else {
+        format!(
+            "{}: {} {}/{}: {}",
+            field("origin"),
+            field("kind"),
+            field("namespace"),
+            field("name"),
+            field("reason")
+        )
+    }
 }
 
 /// The control plane's name among the demo's children (and its log file's).
@@ -1038,6 +1044,19 @@ mod tests {
             o.operator.control_plane_id.as_deref(),
             Some(CONTROL_PLANE_ID)
         );
+    }
+
+    #[test]
+    fn skipped_objects_say_where_what_and_why() {
+        let vs = serde_json::json!({"origin": "bad.yaml#0", "kind": "VirtualService", "namespace": "default",
+            "name": "broken", "reason": "spec.http[0].route[0].weight: weight -20 < 0"});
+        assert_eq!(
+            describe_rejected(&vs),
+            "bad.yaml#0: VirtualService default/broken: spec.http[0].route[0].weight: weight -20 < 0"
+        );
+        let unparsed = serde_json::json!({"origin": "worse.yaml#0", "kind": "", "namespace": "",
+            "name": "", "reason": "invalid YAML"});
+        assert_eq!(describe_rejected(&unparsed), "worse.yaml#0: invalid YAML");
     }
 
     #[test]
