@@ -753,3 +753,165 @@ async fn a_canary_revision_is_pruned_without_touching_the_default_one() {
         st.calls_of("DELETE")
     );
 }
+
+fn node(name: &str, kubelet: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        "status": {"nodeInfo": {"kubeletVersion": kubelet, "architecture": "amd64", "bootID": "b",
+            "containerRuntimeVersion": "containerd://2.0", "kernelVersion": "6.1", "kubeProxyVersion": kubelet,
+            "machineID": "m", "operatingSystem": "linux", "osImage": "Linux", "systemUUID": "u"}}})
+}
+
+fn template_native_sidecars(h: &Harness) -> bool {
+    let st = h.st();
+    let text = st
+        .get("/api/v1", NS, "configmaps", "istio-sidecar-injector")
+        .unwrap()["data"]["config"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    halyard_webhook::InjectionTemplate::from_yaml(&text, "applied")
+        .unwrap()
+        .native_sidecars
+}
+
+fn control_plane_message(h: &Harness) -> String {
+    h.mesh_install().status.unwrap().components["controlPlane"]
+        .message
+        .clone()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn native_sidecar_auto_follows_the_api_server_and_every_kubelet() {
+    // (API server, kubelets, native sidecars?) — Istio's rule: 1.33 or later everywhere
+    for (server, kubelets, want) in [
+        ("v1.32.5", vec!["v1.32.5"], false),
+        ("v1.33.1", vec!["v1.33.1", "v1.34.0"], true),
+        ("v1.33.1", vec!["v1.33.1", "v1.31.4"], false),
+    ] {
+        let h = Harness::new(json!({}));
+        {
+            let mut st = h.st();
+            st.kubernetes_version = Some(server.to_string());
+            for (i, k) in kubelets.iter().enumerate() {
+                st.insert(
+                    State::key("/api/v1", None, "nodes", &format!("node-{i}")),
+                    node(&format!("node-{i}"), k),
+                );
+            }
+        }
+        h.reconcile().await.unwrap();
+        h.reconcile().await.unwrap();
+        assert_eq!(
+            template_native_sidecars(&h),
+            want,
+            "server {server}, kubelets {kubelets:?}"
+        );
+        let message = control_plane_message(&h);
+        assert!(
+            message.contains(if want {
+                "native sidecars"
+            } else {
+                "classic sidecars"
+            }),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn upgrading_the_last_old_node_switches_auto_to_native_sidecars() {
+    let h = Harness::new(json!({}));
+    {
+        let mut st = h.st();
+        st.kubernetes_version = Some("v1.33.0".into());
+        st.insert(
+            State::key("/api/v1", None, "nodes", "a"),
+            node("a", "v1.33.0"),
+        );
+        st.insert(
+            State::key("/api/v1", None, "nodes", "b"),
+            node("b", "v1.32.0"),
+        );
+    }
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert!(!template_native_sidecars(&h));
+    assert!(
+        control_plane_message(&h).contains("b (v1.32.0)"),
+        "{}",
+        control_plane_message(&h)
+    );
+    let hash = |h: &Harness| {
+        h.st()
+            .get(APPS, NS, "deployments", "halyard-webhook")
+            .unwrap()["spec"]["template"]["metadata"]["annotations"]["halyard.dev/config-hash"]
+            .clone()
+    };
+    let before = hash(&h);
+    h.st().insert(
+        State::key("/api/v1", None, "nodes", "b"),
+        node("b", "v1.33.2"),
+    );
+    h.reconcile().await.unwrap();
+    assert!(template_native_sidecars(&h));
+    assert_ne!(
+        hash(&h),
+        before,
+        "the webhook rolls to read the new template"
+    );
+}
+
+#[tokio::test]
+async fn explicit_native_sidecar_settings_win_without_asking_the_cluster() {
+    for (setting, server, want) in [(true, "v1.28.0", true), (false, "v1.34.0", false)] {
+        let h = Harness::new(json!({"injection": {"nativeSidecar": setting.to_string()}}));
+        h.st().kubernetes_version = Some(server.to_string());
+        h.reconcile().await.unwrap();
+        h.reconcile().await.unwrap();
+        assert_eq!(
+            template_native_sidecars(&h),
+            want,
+            "nativeSidecar {setting}"
+        );
+        let st = h.st();
+        assert!(
+            !st.calls
+                .iter()
+                .any(|c| c.plural == "version" || c.plural == "nodes"),
+            "no detection when the spec decides: {:?}",
+            st.calls_of("GET")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_version_lookup_is_reported_and_requeued() {
+    let h = Harness::installed(json!({})).await;
+    assert!(
+        template_native_sidecars(&h),
+        "mock default: Kubernetes 1.33, no nodes"
+    );
+    h.st().failures.push(Failure {
+        verb: "GET",
+        plural: "version",
+        code: 500,
+        times: 1,
+    });
+    let mi = Arc::new(h.mesh_install());
+    let err = h.reconcile().await.unwrap_err();
+    let (status, reason, message) = h.condition("Reconciled");
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::False, "ApplyFailed")
+    );
+    assert!(message.contains("/version"), "{message}");
+    assert_eq!(
+        controller::error_policy(mi, &err, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    // the template was not flipped to classic by the failure
+    assert!(template_native_sidecars(&h));
+    h.reconcile().await.unwrap();
+    assert_eq!(h.condition("Reconciled").0, ConditionStatus::True);
+}

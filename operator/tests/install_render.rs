@@ -24,7 +24,7 @@ fn settings() -> RenderSettings {
     RenderSettings {
         hub: "registry.example/halyard".into(),
         operator_version: "1.0.0".into(),
-        discovery_address: "halyard-operator.halyard-system.svc:15012".into(),
+        discovery_address: "halyard-operator.halyard-system.svc:15010".into(),
         webhook_url: None,
     }
 }

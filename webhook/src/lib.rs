@@ -5,6 +5,7 @@
 //! [`kube_inject::inject_documents`] directly.
 
 pub mod annotations;
+pub mod cli;
 pub mod decision;
 pub mod error;
 pub mod inject;

@@ -1,59 +1,14 @@
 //! `halyard-webhook`: the HTTPS admission server (`/inject`, `/validate`, `/healthz`, `/readyz`, `/metrics`).
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use halyard_webhook::cli::Args;
 use halyard_webhook::server::{self, AppState, ServerOptions};
 use halyard_webhook::tls::ReloadingCertResolver;
 use halyard_webhook::{InjectionTemplate, Injector, MeshConfig};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "halyard-webhook",
-    version,
-    about = "Sidecar injection and Istio config validation admission server"
-)]
-struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "HALYARD_WEBHOOK_ADDR", default_value = "0.0.0.0")]
-    addr: IpAddr,
-    /// HTTPS port (the Service maps 443 to it).
-    #[arg(long, env = "HALYARD_WEBHOOK_PORT", default_value_t = 15017)]
-    port: u16,
-    /// PEM certificate chain; reloaded when the file changes.
-    #[arg(
-        long,
-        env = "HALYARD_WEBHOOK_TLS_CERT",
-        default_value = "/etc/halyard/webhook-certs/tls.crt"
-    )]
-    tls_cert: PathBuf,
-    /// PEM private key; reloaded when the file changes.
-    #[arg(
-        long,
-        env = "HALYARD_WEBHOOK_TLS_KEY",
-        default_value = "/etc/halyard/webhook-certs/tls.key"
-    )]
-    tls_key: PathBuf,
-    /// Injection template written by the operator; the built-in template when absent.
-    #[arg(long, env = "HALYARD_INJECTION_TEMPLATE")]
-    injection_template: Option<PathBuf>,
-    /// Mesh config (trustDomain, defaultConfig); defaults when absent.
-    #[arg(long, env = "HALYARD_MESH_CONFIG")]
-    mesh_config: Option<PathBuf>,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "HALYARD_WEBHOOK_BODY_LIMIT", default_value_t = 6 * 1024 * 1024)]
-    body_limit: usize,
-    /// Timeout for the TLS handshake, request headers and request body, each (e.g. "10s").
-    #[arg(long, env = "HALYARD_WEBHOOK_CLIENT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    client_timeout: Duration,
-    /// Log as JSON lines.
-    #[arg(long, env = "HALYARD_LOG_JSON")]
-    log_json: bool,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -25,7 +25,7 @@ pub struct InstallArgs {
     #[arg(
         long,
         env = "HALYARD_DISCOVERY_ADDRESS",
-        default_value = "halyard-operator.halyard-system.svc:15012"
+        default_value = "halyard-operator.halyard-system.svc:15010"
     )]
     pub discovery_address: String,
     /// Out-of-cluster mode: the webhook runs at this URL (e.g. `https://127.0.0.1:15017`) and is not deployed.

@@ -37,7 +37,7 @@ impl Default for RenderSettings {
         RenderSettings {
             hub: "ghcr.io/halyard-mesh".to_string(),
             operator_version: env!("CARGO_PKG_VERSION").to_string(),
-            discovery_address: "halyard-operator.halyard-system.svc:15012".to_string(),
+            discovery_address: "halyard-operator.halyard-system.svc:15010".to_string(),
             webhook_url: None,
         }
     }
@@ -372,7 +372,14 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<Value>, Error> {
             } else {
                 &mi.spec.components.egress_gateway
             };
-            out.extend(gateway(&l, settings, spec, &name, component)?);
+            out.extend(gateway(
+                &l,
+                settings,
+                spec,
+                &name,
+                component,
+                &mi.spec.mesh_config.trust_domain,
+            )?);
         }
     }
 
@@ -556,7 +563,8 @@ fn webhook_workload(
                             "name": "webhook",
                             "image": image(settings, "halyard-webhook", &l.version),
                             "args": [
-                                "--listen", "0.0.0.0:15017",
+                                "--addr", "0.0.0.0",
+                                "--port", "15017",
                                 "--tls-cert", "/etc/halyard/certs/tls.crt",
                                 "--tls-key", "/etc/halyard/certs/tls.key",
                                 "--injection-template", "/etc/istio/inject/config",
@@ -594,12 +602,37 @@ fn webhook_workload(
     ])
 }
 
+/// The URL a proxy's `--discovery-address` takes (`http://host:port`) from Istio's `host:port` form.
+pub fn discovery_url(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// `k=v,k=v` (halyard-proxy's `--labels`) of a JSON object of labels, in key order.
+fn label_list(labels: &Value) -> String {
+    labels
+        .as_object()
+        .map(|m| {
+            let mut pairs: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            pairs.sort();
+            pairs.join(",")
+        })
+        .unwrap_or_default()
+}
+
 fn gateway(
     l: &Layout,
     settings: &RenderSettings,
     spec: &GatewayComponent,
     name: &str,
     component: &str,
+    trust_domain: &str,
 ) -> Result<Vec<Value>, Error> {
     let ingress = component == "IngressGateways";
     let istio = if ingress {
@@ -675,13 +708,21 @@ fn gateway(
                         "containers": [{
                             "name": "istio-proxy",
                             "image": image(settings, "halyard-proxy", &l.version),
-                            "args": ["gateway", "--discovery-address", settings.discovery_address],
+                            // halyard-proxy's flags (`halyard_proxy::cli::Args`); a test parses them.
+                            "args": [
+                                "--discovery-address", discovery_url(&settings.discovery_address),
+                                "--proxy-type", "router",
+                                "--node-id", "$(POD_NAME).$(POD_NAMESPACE)",
+                                "--labels", label_list(&app),
+                                "--workload", name,
+                                "--trust-domain", trust_domain,
+                            ],
                             "env": [
                                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                 {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                                {"name": "INSTANCE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                {"name": "INSTANCE_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}},
                                 {"name": "SERVICE_ACCOUNT", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
-                                {"name": "ISTIO_META_CLUSTER_ID", "value": "Kubernetes"},
+                                {"name": "CLUSTER_ID", "value": "Kubernetes"},
                             ],
                             "ports": container_ports,
                             "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}, "periodSeconds": 2, "failureThreshold": 30},
