@@ -346,6 +346,7 @@ pub async fn run(mut args: Args) -> Result<(), ProxyError> {
         access_log,
         sniff_timeout: Some(args.sniff_timeout),
         log_reloader: reloader,
+        cluster_id: args.cluster_id.clone(),
     });
 
     // Admin-type ports first, so readiness can be observed while config is pending.

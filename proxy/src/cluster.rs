@@ -33,6 +33,8 @@ pub struct Cluster {
     pub peers: Arc<PeersId>,
     /// Circuit breaker, retry budget and outlier detection (issue 4).
     pub resilience: ClusterState,
+    /// In-mesh upstream: requests carry this proxy's peer metadata and responses' is read.
+    pub peer_metadata: bool,
     /// Connection settings of the cluster's pools (also for `OriginalDst` and TCP connects).
     pub pool: PoolSettings,
 }
@@ -62,6 +64,7 @@ impl Cluster {
             endpoints,
             peers,
             resilience: ClusterState::default(),
+            peer_metadata: false,
             pool: PoolSettings::default(),
         }
     }
@@ -69,6 +72,12 @@ impl Cluster {
     /// Set the connection settings (DestinationRule `connectionPool`) the cluster's pools use.
     pub fn with_pool(mut self, pool: PoolSettings) -> Self {
         self.pool = pool;
+        self
+    }
+
+    /// Mark the cluster as in-mesh for the metadata exchange (`peer` module).
+    pub fn with_peer_metadata(mut self, in_mesh: bool) -> Self {
+        self.peer_metadata = in_mesh;
         self
     }
 

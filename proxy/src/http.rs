@@ -270,6 +270,10 @@ struct Exchange {
     skip_metrics: bool,
     log: Option<Box<LogEntry>>,
     hold: Option<crate::resilience::forward::Hold>,
+    /// Metadata exchange: the caller (inbound) or the callee (outbound), for metric labels.
+    peer: Option<Arc<crate::peer::Peer>>,
+    /// Inbound: the caller took part in the exchange, so our metadata goes on the response.
+    reply_metadata: bool,
 }
 
 impl Exchange {
@@ -281,6 +285,16 @@ impl Exchange {
         flags: ResponseFlags,
         active: Option<ActiveGuard>,
     ) -> Response<ResponseBody> {
+        let peers = match &self.peer {
+            Some(p) => conn
+                .shared
+                .peer
+                .labels(&conn.shared.metrics, p, peers, conn.reporter),
+            None => peers,
+        };
+        if self.reply_metadata {
+            conn.shared.peer.add(resp.headers_mut());
+        }
         let code = resp.status().as_u16();
         let grpc_status = grpc_status_of(resp.headers());
         let response_bytes = header_bytes(resp.headers());
@@ -395,6 +409,12 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         req.headers_mut()
             .insert(X_REQUEST_ID.clone(), new_request_id());
     }
+    // Inbound: the caller's metadata is read and never reaches the app.
+    let (peer, reply_metadata) = if conn.reporter == Reporter::Destination {
+        shared.peer.take(req.headers_mut())
+    } else {
+        (None, false)
+    };
     let protocol = if is_grpc(req.headers()) {
         RequestProtocol::Grpc
     } else {
@@ -425,6 +445,8 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         skip_metrics,
         log,
         hold: None,
+        peer,
+        reply_metadata,
     };
 
     // Cheap clones (shared buffers) so the request can be taken apart later.
@@ -629,6 +651,11 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
             parts.headers.remove(header::HOST);
         }
     }
+    // Ours only to in-mesh upstreams; never forward any to the app or out of the mesh.
+    shared.peer.to_upstream(
+        &mut parts.headers,
+        conn.reporter == Reporter::Source && cluster.peer_metadata,
+    );
     let up_body = match (&ex.request_body, body.is_end_stream()) {
         (_, true) => Body::Empty,
         (Some(c), false) => Body::counted(body, c.clone()),
@@ -680,6 +707,11 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         });
     }
 
+    if conn.reporter == Reporter::Source && cluster.peer_metadata {
+        ex.peer = shared.peer.take(resp.headers_mut()).0;
+    } else {
+        crate::peer::PeerExchange::strip(resp.headers_mut());
+    }
     let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(resp.headers_mut(), keep_upgrade);
     route.response_headers.apply(resp.headers_mut());

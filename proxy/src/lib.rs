@@ -17,6 +17,7 @@ pub mod http;
 pub mod lb;
 pub mod metrics;
 pub mod orig_dst;
+pub mod peer;
 pub mod proxy;
 pub mod resilience;
 pub mod route;

@@ -53,6 +53,8 @@ pub struct Shared {
     pub quit: watch::Sender<bool>,
     pub log_reloader: Option<LogReloader>,
     pub last_error: Mutex<Option<String>>,
+    /// Istio metadata exchange: this node's headers (encoded once) and the peers seen.
+    pub peer: crate::peer::PeerExchange,
 }
 
 impl std::fmt::Debug for Shared {
@@ -72,6 +74,8 @@ pub struct ProxyOptions {
     /// How long to wait for the first bytes when sniffing (default 100 ms).
     pub sniff_timeout: Option<Duration>,
     pub log_reloader: Option<LogReloader>,
+    /// Kubernetes cluster id sent in peer metadata (Istio's `CLUSTER_ID`).
+    pub cluster_id: String,
 }
 
 struct Bound {
@@ -98,6 +102,7 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// Must be called from within a Tokio runtime (listeners are spawned on it).
     pub fn new(opts: ProxyOptions) -> Arc<Proxy> {
+        let peer = crate::peer::PeerExchange::new(&opts.node, &opts.cluster_id);
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(Snapshot::empty()),
             metrics: Metrics::new(),
@@ -112,6 +117,7 @@ impl Proxy {
             quit: watch::Sender::new(false),
             log_reloader: opts.log_reloader,
             last_error: Mutex::new(None),
+            peer,
         });
         Arc::new(Proxy {
             shared,

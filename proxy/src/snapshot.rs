@@ -772,6 +772,7 @@ fn cluster(
         }
     }
     let resilience = crate::resilience::ClusterState::compile(c, eps.len(), at)?;
+    let in_mesh = !inbound && kind == ClusterKind::Endpoints && is_in_mesh(c, endpoints);
     Ok(Cluster::new(
         c.name.clone(),
         kind,
@@ -782,7 +783,20 @@ fn cluster(
         peers,
     )
     .with_resilience(resilience)
+    .with_peer_metadata(in_mesh)
     .with_pool(pool))
+}
+
+/// Does an outbound cluster lead to mesh workloads (sidecars), so that peer metadata may go there?
+/// Istio mTLS to it (explicit or auto, which the control plane sets only for services inside the
+/// mesh) or endpoints marked as running a sidecar. Passthrough and MESH_EXTERNAL ServiceEntries
+/// (plaintext or their own TLS, no sidecar endpoints) are out.
+fn is_in_mesh(c: &r::Cluster, endpoints: Option<&r::ClusterEndpoints>) -> bool {
+    use r::upstream_tls::Mode;
+    let istio_tls = c.tls.as_ref().is_some_and(|t| {
+        matches!(t.mode(), Mode::IstioMutual | Mode::AutoIstioMutual)
+    });
+    istio_tls || endpoints.is_some_and(|e| e.endpoints.iter().any(|e| e.mesh_tls))
 }
 
 fn chain(
