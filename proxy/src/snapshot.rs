@@ -793,9 +793,10 @@ fn cluster(
 /// (plaintext or their own TLS, no sidecar endpoints) are out.
 fn is_in_mesh(c: &r::Cluster, endpoints: Option<&r::ClusterEndpoints>) -> bool {
     use r::upstream_tls::Mode;
-    let istio_tls = c.tls.as_ref().is_some_and(|t| {
-        matches!(t.mode(), Mode::IstioMutual | Mode::AutoIstioMutual)
-    });
+    let istio_tls = c
+        .tls
+        .as_ref()
+        .is_some_and(|t| matches!(t.mode(), Mode::IstioMutual | Mode::AutoIstioMutual));
     istio_tls || endpoints.is_some_and(|e| e.endpoints.iter().any(|e| e.mesh_tls))
 }
 
