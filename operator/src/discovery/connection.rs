@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use halyard_config::discovery::{Node, Resource};
+use bytes::Bytes;
+use halyard_config::discovery::Node;
 use halyard_config::type_urls::PUSH_ORDER;
 use halyard_config::wire::short_name;
 
-use super::output::{ProxyOutput, TypeOutput, diff};
+use super::output::{ProxyOutput, TypeOutput, WireResource, diff};
 use super::status::{ProxyStatus, TypeStatus};
 
 /// State of the world or incremental.
@@ -39,6 +40,10 @@ pub struct Incoming {
     pub error: Option<String>,
     /// Delta: what the proxy already holds, on its first request of a type.
     pub initial_versions: BTreeMap<String, String>,
+    /// Delta: names added to the subscription (`*` = wildcard; on the first request, empty = wildcard).
+    pub subscribe: Vec<String>,
+    /// Delta: names dropped from the subscription (`*` leaves the wildcard).
+    pub unsubscribe: Vec<String>,
 }
 
 /// A response of either form, normalised.
@@ -47,9 +52,96 @@ pub struct Outgoing {
     pub type_url: &'static str,
     pub version: String,
     pub nonce: String,
-    pub resources: Vec<Resource>,
+    pub resources: Payload,
     /// Delta only.
     pub removed: Vec<String>,
+}
+
+/// The resources a response carries, as references to their encoded entries (never copies).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Every resource of a set (state of the world).
+    All(Arc<TypeOutput>),
+    /// Only these, in name order (delta upserts).
+    Only(Vec<WireResource>),
+}
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::All(set) => set.len(),
+            Payload::Only(list) => list.len(),
+        }
+    }
+
+    /// Names in name order.
+    #[cfg(test)]
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Payload::All(set) => set.iter().map(|r| &*r.name).collect(),
+            Payload::Only(list) => list.iter().map(|r| &*r.name).collect(),
+        }
+    }
+
+    /// The encoded `resources` entries, as chunks of a response body.
+    pub fn chunks(&self) -> Vec<Bytes> {
+        match self {
+            Payload::All(set) => set.chunks(),
+            Payload::Only(list) => list.iter().map(|r| r.entry().clone()).collect(),
+        }
+    }
+}
+
+/// Which resources of a type a proxy asked for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Subscription {
+    wildcard: bool,
+    names: BTreeSet<String>,
+}
+
+impl Subscription {
+    /// State of the world: the request's names, none meaning all.
+    fn sotw(names: &[String]) -> Self {
+        Subscription {
+            wildcard: names.is_empty(),
+            names: names.iter().cloned().collect(),
+        }
+    }
+
+    /// Delta, first request of a type: no names (or `*`) means all.
+    fn delta_initial(subscribe: &[String]) -> Self {
+        let mut s = Subscription {
+            wildcard: subscribe.is_empty(),
+            names: BTreeSet::new(),
+        };
+        s.change(subscribe, &[]);
+        s
+    }
+
+    /// Applies a delta request's changes; true when it asked for anything it did not have.
+    fn change(&mut self, subscribe: &[String], unsubscribe: &[String]) -> bool {
+        let mut added = false;
+        for name in unsubscribe {
+            if name == "*" {
+                self.wildcard = false;
+            } else {
+                self.names.remove(name);
+            }
+        }
+        for name in subscribe {
+            if name == "*" {
+                added |= !self.wildcard;
+                self.wildcard = true;
+            } else {
+                added |= self.names.insert(name.clone()) && !self.wildcard;
+            }
+        }
+        added
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
 }
 
 /// What a request turned out to be.
@@ -66,7 +158,7 @@ pub enum RequestKind {
 #[derive(Debug, Default)]
 struct TypeState {
     subscribed: bool,
-    names: Vec<String>,
+    subscription: Subscription,
     /// What the proxy holds once it accepts the last response (state of the world: that response's set).
     sent: Option<Arc<TypeOutput>>,
     /// What the proxy held at its last ACK.
@@ -161,15 +253,18 @@ impl Connection {
             return (Vec::new(), RequestKind::Nack(reason), converged);
         }
 
+        if mode == Mode::Delta {
+            return self.on_delta_request(type_url, req, now);
+        }
+        let Some(state) = self.types.get_mut(type_url) else {
+            return (Vec::new(), RequestKind::UnknownType, None);
+        };
         if req.nonce.is_empty() {
             // first request of this type on the stream, or a reconnect
             state.subscribed = true;
-            state.names = req.names;
-            state.sent = match mode {
-                Mode::Delta => Some(Arc::new(TypeOutput::from_versions(&req.initial_versions))),
-                Mode::StateOfTheWorld => None,
-            };
-            state.acked = state.sent.clone();
+            state.subscription = Subscription::sotw(&req.names);
+            state.sent = None;
+            state.acked = None;
             let out = self.respond_current(type_url);
             return (out.into_iter().collect(), RequestKind::Subscribe, None);
         }
@@ -182,8 +277,9 @@ impl Connection {
         state.status.version_acked = Some(req.version);
         state.status.nack = None;
         state.acked = state.sent.clone();
-        let names_changed = mode == Mode::StateOfTheWorld && state.names != req.names;
-        state.names = req.names;
+        let subscription = Subscription::sotw(&req.names);
+        let names_changed = state.subscription != subscription;
+        state.subscription = subscription;
         let converged = self.settle(type_url, &req.nonce, now);
         let out = if names_changed {
             self.respond_current(type_url).into_iter().collect()
@@ -191,6 +287,67 @@ impl Connection {
             Vec::new()
         };
         (out, RequestKind::Ack, converged)
+    }
+
+    /// A delta request: a first subscribe, an ACK, or a change of subscription (any of them may carry
+    /// `resource_names_subscribe` / `resource_names_unsubscribe`).
+    fn on_delta_request(
+        &mut self,
+        type_url: &'static str,
+        req: Incoming,
+        now: Instant,
+    ) -> (Vec<Outgoing>, RequestKind, Option<Duration>) {
+        let Some(state) = self.types.get_mut(type_url) else {
+            return (Vec::new(), RequestKind::UnknownType, None);
+        };
+        if !state.subscribed {
+            state.subscribed = true;
+            state.subscription = Subscription::delta_initial(&req.subscribe);
+            state.subscription.change(&[], &req.unsubscribe);
+            // what the proxy holds (a reconnect), so that only differences are sent
+            state.sent = Some(Arc::new(TypeOutput::from_versions(&req.initial_versions)));
+            state.acked = state.sent.clone();
+            let out = self.respond_current(type_url);
+            return (out.into_iter().collect(), RequestKind::Subscribe, None);
+        }
+
+        let mut kind = RequestKind::Subscribe;
+        let mut converged = None;
+        if !req.nonce.is_empty() {
+            if state.status.nonce_sent.as_deref() == Some(req.nonce.as_str()) {
+                state.status.nonce_acked = Some(req.nonce.clone());
+                state.status.version_acked = Some(req.version.clone());
+                state.status.nack = None;
+                state.acked = state.sent.clone();
+                kind = RequestKind::Ack;
+            } else {
+                kind = RequestKind::Expired;
+            }
+        }
+
+        let added = state.subscription.change(&req.subscribe, &req.unsubscribe);
+        if !req.unsubscribe.is_empty() {
+            // the proxy dropped what it no longer wants: a later subscribe must send it again
+            let dropped: Vec<String> = req
+                .unsubscribe
+                .iter()
+                .filter(|n| !state.subscription.wants(n))
+                .cloned()
+                .collect();
+            let drop =
+                |set: &Option<Arc<TypeOutput>>| set.as_ref().map(|s| Arc::new(s.without(&dropped)));
+            state.sent = drop(&state.sent);
+            state.acked = drop(&state.acked);
+        }
+        if kind == RequestKind::Ack {
+            converged = self.settle(type_url, &req.nonce, now);
+        }
+        let out = if added {
+            self.respond_current(type_url).into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        (out, kind, converged)
     }
 
     /// A new config for this proxy: the responses for every subscribed type that changed, clusters first and
@@ -311,8 +468,8 @@ impl Connection {
     fn wanted(&self, type_url: &'static str, output: &ProxyOutput) -> Arc<TypeOutput> {
         let all = output.of_type(type_url);
         match self.types.get(type_url) {
-            Some(s) if self.mode == Mode::StateOfTheWorld && !s.names.is_empty() => {
-                Arc::new(all.filtered(&s.names))
+            Some(s) if !s.subscription.wildcard => {
+                Arc::new(all.filtered(|n| s.subscription.names.contains(n)))
             }
             _ => all,
         }
@@ -338,7 +495,7 @@ impl Connection {
     }
 
     fn full_response(&mut self, type_url: &'static str, set: Arc<TypeOutput>) -> Outgoing {
-        let resources = set.to_vec();
+        let resources = Payload::All(set.clone());
         self.record_sent(type_url, set, resources, Vec::new())
     }
 
@@ -346,17 +503,17 @@ impl Connection {
         &mut self,
         type_url: &'static str,
         set: Arc<TypeOutput>,
-        upserted: Vec<Resource>,
+        upserted: Vec<WireResource>,
         removed: Vec<String>,
     ) -> Outgoing {
-        self.record_sent(type_url, set, upserted, removed)
+        self.record_sent(type_url, set, Payload::Only(upserted), removed)
     }
 
     fn record_sent(
         &mut self,
         type_url: &'static str,
         set: Arc<TypeOutput>,
-        resources: Vec<Resource>,
+        resources: Payload,
         removed: Vec<String>,
     ) -> Outgoing {
         self.next_nonce += 1;
@@ -402,9 +559,9 @@ enum Phase {
     /// First response of a type on this stream.
     Initial,
     /// Additions and changes only.
-    Add(Arc<TypeOutput>, Vec<Resource>),
+    Add(Arc<TypeOutput>, Vec<WireResource>),
     /// Additions while keeping resources about to be removed (their removal follows at the end).
-    Bridge(TypeOutput, Vec<Resource>),
+    Bridge(TypeOutput, Vec<WireResource>),
 }
 
 #[cfg(test)]
@@ -456,7 +613,7 @@ mod tests {
             }],
             ..ProxyResources::default()
         };
-        Arc::new(ProxyOutput::new(resources))
+        Arc::new(ProxyOutput::new(&resources))
     }
 
     fn subscribe(conn: &mut Connection, type_url: &str) -> Vec<Outgoing> {
@@ -537,14 +694,8 @@ mod tests {
         let order: Vec<&str> = out.iter().map(|o| o.type_url).collect();
         // bridge (old ∪ new) clusters and endpoints, then routes, then the final sets in reverse order
         assert_eq!(order, vec![CLUSTER, ENDPOINTS, ROUTE, ENDPOINTS, CLUSTER]);
-        let names = |o: &Outgoing| {
-            o.resources
-                .iter()
-                .map(|r| r.name.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(&out[0]), vec!["a", "new", "old"]);
-        assert_eq!(names(&out[4]), vec!["a", "new"]);
+        assert_eq!(out[0].resources.names(), vec!["a", "new", "old"]);
+        assert_eq!(out[4].resources.names(), vec!["a", "new"]);
     }
 
     #[test]
@@ -553,11 +704,10 @@ mod tests {
         let out = conn.on_push(output(&["a", "new"], "9080"), 2, Instant::now());
         let order: Vec<&str> = out.iter().map(|o| o.type_url).collect();
         assert_eq!(order, vec![CLUSTER, ENDPOINTS, ENDPOINTS, CLUSTER]);
-        assert_eq!(out[0].resources.len(), 1);
-        assert_eq!(out[0].resources[0].name, "new");
+        assert_eq!(out[0].resources.names(), vec!["new"]);
         assert!(out[0].removed.is_empty());
         assert_eq!(out[3].removed, vec!["old".to_string()]);
-        assert!(out[3].resources.is_empty());
+        assert_eq!(out[3].resources.len(), 0);
     }
 
     #[test]
@@ -568,7 +718,7 @@ mod tests {
         let held: BTreeMap<String, String> = first
             .of_type(CLUSTER)
             .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
+            .map(|r| (r.name.to_string(), r.version.to_string()))
             .collect();
         let (out, _, _) = conn.on_request(
             Incoming {
@@ -579,9 +729,102 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(out.len(), 1, "a subscribe is always answered");
-        let upserted: Vec<_> = out[0].resources.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(upserted, vec!["c"]);
+        assert_eq!(out[0].resources.names(), vec!["c"]);
         assert_eq!(out[0].removed, vec!["b".to_string()]);
+    }
+
+    /// Clusters with a given content (connect timeout), so that a test can change one of them.
+    fn clusters_with(clusters: &[(&str, u64)]) -> Arc<ProxyOutput> {
+        let resources = ProxyResources {
+            clusters: clusters
+                .iter()
+                .map(|(name, timeout)| Cluster {
+                    name: name.to_string(),
+                    connect_timeout_ms: *timeout,
+                    ..Cluster::default()
+                })
+                .collect(),
+            ..ProxyResources::default()
+        };
+        Arc::new(ProxyOutput::new(&resources))
+    }
+
+    fn delta_request(
+        conn: &mut Connection,
+        nonce: &str,
+        subscribe: &[&str],
+        unsubscribe: &[&str],
+    ) -> (Vec<Outgoing>, RequestKind) {
+        let own = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        let (out, kind, _) = conn.on_request(
+            Incoming {
+                type_url: CLUSTER.into(),
+                nonce: nonce.into(),
+                subscribe: own(subscribe),
+                unsubscribe: own(unsubscribe),
+                ..Incoming::default()
+            },
+            Instant::now(),
+        );
+        (out, kind)
+    }
+
+    #[test]
+    fn delta_named_subscription_grows_and_shrinks() {
+        let mut conn = Connection::new(Mode::Delta, node(), "c-3".into(), "cp".into(), 0);
+        conn.on_push(
+            clusters_with(&[("a", 1), ("b", 1), ("c", 1)]),
+            1,
+            Instant::now(),
+        );
+        let (out, kind) = delta_request(&mut conn, "", &["a"], &[]);
+        assert_eq!(kind, RequestKind::Subscribe);
+        assert_eq!(out[0].resources.names(), vec!["a"]);
+
+        // an ACK that also subscribes to `b` gets `b` alone
+        let (out, kind) = delta_request(&mut conn, &out[0].nonce, &["b"], &[]);
+        assert_eq!(kind, RequestKind::Ack);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].resources.names(), vec!["b"]);
+        assert!(out[0].removed.is_empty());
+        let (_, kind) = delta_request(&mut conn, &out[0].nonce, &[], &[]);
+        assert_eq!(kind, RequestKind::Ack);
+
+        // a change to an unsubscribed resource sends nothing; a change to a subscribed one sends it alone
+        let quiet = conn.on_push(
+            clusters_with(&[("a", 1), ("b", 1), ("c", 2)]),
+            2,
+            Instant::now(),
+        );
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let out = conn.on_push(
+            clusters_with(&[("a", 2), ("b", 1), ("c", 2)]),
+            3,
+            Instant::now(),
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].resources.names(), vec!["a"]);
+
+        // unsubscribing needs no answer; the dropped resource is no longer pushed, and comes back whole
+        // on a new subscribe
+        let (none, _) = delta_request(&mut conn, &out[0].nonce, &[], &["a"]);
+        assert!(none.is_empty());
+        assert!(
+            conn.on_push(
+                clusters_with(&[("a", 3), ("b", 1), ("c", 2)]),
+                4,
+                Instant::now()
+            )
+            .is_empty()
+        );
+        let (out, kind) = delta_request(&mut conn, "", &["a"], &[]);
+        assert_eq!(kind, RequestKind::Subscribe);
+        assert_eq!(out[0].resources.names(), vec!["a"]);
+        assert_eq!(conn.status().types["cds"].resources_sent, 2);
+
+        // switching to the wildcard sends what was missing
+        let (out, _) = delta_request(&mut conn, &out[0].nonce, &["*"], &[]);
+        assert_eq!(out[0].resources.names(), vec!["c"]);
     }
 
     #[test]

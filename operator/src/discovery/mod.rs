@@ -15,6 +15,7 @@
 
 mod connection;
 pub mod debounce;
+mod grpc;
 pub mod output;
 mod push;
 mod server;
@@ -25,15 +26,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use halyard_config::ProxyResources;
-use halyard_config::discovery::aggregated_discovery_server::AggregatedDiscoveryServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use connection::Mode;
 pub use debounce::DebounceSettings;
+pub use grpc::DiscoveryService;
 pub use push::PushContext;
-pub use server::{ConnectionEntry, DiscoveryService, StreamSettings};
+pub use server::{ConnectionEntry, StreamSettings};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -77,13 +78,11 @@ impl DiscoveryServer {
         }
     }
 
-    /// The tonic service, for callers that build their own `tonic::transport::Server`.
-    pub fn service(&self) -> AggregatedDiscoveryServer<DiscoveryService> {
-        AggregatedDiscoveryServer::new(DiscoveryService {
+    /// The gRPC service, for callers that build their own `tonic::transport::Server`.
+    pub fn service(&self) -> DiscoveryService {
+        DiscoveryService {
             shared: self.shared.clone(),
-        })
-        .max_decoding_message_size(16 * 1024 * 1024)
-        .max_encoding_message_size(usize::MAX)
+        }
     }
 
     /// Serves plaintext gRPC on `listener` until `shutdown` completes; then closes every stream (proxies keep
@@ -129,14 +128,24 @@ impl DiscoveryServer {
             .collect()
     }
 
-    /// The config last computed for a proxy (its newest stream if it has several).
+    /// The config last computed for a proxy (its newest stream if it has several), decoded from the form
+    /// it is sent in.
     pub fn config_dump(&self, proxy_id: &str) -> Option<Arc<ProxyResources>> {
-        self.shared
+        let output = self
+            .shared
             .connections()
             .values()
             .filter(|e| e.status.proxy_id == proxy_id)
             .max_by_key(|e| e.status.connected_at_unix)
-            .and_then(|e| e.output.as_ref().map(|o| Arc::new(o.resources())))
+            .and_then(|e| e.output.clone())?;
+        match output.resources() {
+            Ok(resources) => Some(Arc::new(resources)),
+            Err(err) => {
+                // only a bug can get here: the bytes were encoded by this process
+                tracing::error!(proxy = proxy_id, error = %err, "cannot decode the config sent to this proxy");
+                None
+            }
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -50,9 +50,9 @@ impl PushContext {
             cache.entry(scope).or_default().clone()
         };
         let shared = slot
-            .get_or_init(|| Arc::new(SharedTypes::new(shared)))
+            .get_or_init(|| Arc::new(SharedTypes::new(&shared)))
             .clone();
-        Ok(Arc::new(ProxyOutput::from_parts(&shared, local)))
+        Ok(Arc::new(ProxyOutput::from_parts(&shared, &local)))
     }
 }
 

@@ -1,23 +1,19 @@
 //! The gRPC side: one task per stream that feeds requests and pushes through its [`Connection`].
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::Stream;
-use halyard_config::discovery::aggregated_discovery_server::AggregatedDiscovery;
-use halyard_config::discovery::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Node,
-};
+use bytes::Bytes;
+use halyard_config::discovery::{DeltaDiscoveryRequest, DiscoveryRequest, Node};
 use halyard_config::wire::short_name;
 use rand::Rng;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use super::connection::{Connection, Incoming, Mode, Outgoing, RequestKind};
+use super::grpc;
 use super::output::ProxyOutput;
 use super::push::PushContext;
 use super::status::ProxyStatus;
@@ -112,73 +108,52 @@ impl Shared {
     }
 }
 
-/// The tonic service; cheap to clone.
-#[derive(Clone)]
-pub struct DiscoveryService {
-    pub(crate) shared: Arc<Shared>,
-}
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscovery for DiscoveryService {
-    type StreamStream = ResponseStream<DiscoveryResponse>;
-    type DeltaStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = first_request(&mut inbound).await?;
-        let node = node_of(first.node.clone())?;
-        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        let wire = Wire {
-            mode: Mode::StateOfTheWorld,
-            incoming: sotw_incoming,
-            outgoing: sotw_outgoing,
-        };
-        tokio::spawn(run_stream(
-            self.shared.clone(),
-            wire,
-            node,
-            first,
-            inbound,
-            tx,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn delta(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = first_request(&mut inbound).await?;
-        let node = node_of(first.node.clone())?;
-        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        let wire = Wire {
-            mode: Mode::Delta,
-            incoming: delta_incoming,
-            outgoing: delta_outgoing,
-        };
-        tokio::spawn(run_stream(
-            self.shared.clone(),
-            wire,
-            node,
-            first,
-            inbound,
-            tx,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
 /// How one protocol form maps onto the normalised requests and responses.
-struct Wire<Req, Resp> {
+pub(crate) struct Wire<Req> {
     mode: Mode,
     incoming: fn(Req) -> Incoming,
-    outgoing: fn(Outgoing, &str) -> Resp,
+    node: fn(&Req) -> Option<Node>,
+    /// The response as gRPC message chunks; `None` when it cannot be framed.
+    outgoing: fn(&Outgoing, &str) -> Option<Vec<Bytes>>,
+}
+
+impl Wire<DiscoveryRequest> {
+    pub(crate) fn sotw() -> Self {
+        Wire {
+            mode: Mode::StateOfTheWorld,
+            incoming: sotw_incoming,
+            node: |r| r.node.clone(),
+            outgoing: grpc::sotw_message,
+        }
+    }
+}
+
+impl Wire<DeltaDiscoveryRequest> {
+    pub(crate) fn delta() -> Self {
+        Wire {
+            mode: Mode::Delta,
+            incoming: delta_incoming,
+            node: |r| r.node.clone(),
+            outgoing: grpc::delta_message,
+        }
+    }
+}
+
+/// Waits for the stream's first request (it names the proxy), then runs the stream in its own task and
+/// returns the receiving end of its responses.
+pub(crate) async fn open_stream<Req>(
+    shared: Arc<Shared>,
+    mut inbound: Streaming<Req>,
+    wire: Wire<Req>,
+) -> Result<mpsc::Receiver<Vec<Bytes>>, Status>
+where
+    Req: prost::Message + Default + Send + 'static,
+{
+    let first = first_request(&mut inbound).await?;
+    let node = node_of((wire.node)(&first))?;
+    let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+    tokio::spawn(run_stream(shared, wire, node, first, inbound, tx));
+    Ok(rx)
 }
 
 async fn first_request<Req>(inbound: &mut Streaming<Req>) -> Result<Req, Status>
@@ -206,16 +181,15 @@ fn node_of(node: Option<Node>) -> Result<Node, Status> {
 }
 
 /// Drives one stream until the proxy hangs up, the stream reaches its maximum age, or the server stops.
-async fn run_stream<Req, Resp>(
+async fn run_stream<Req>(
     shared: Arc<Shared>,
-    wire: Wire<Req, Resp>,
+    wire: Wire<Req>,
     node: Node,
     first: Req,
     mut inbound: Streaming<Req>,
-    tx: mpsc::Sender<Result<Resp, Status>>,
+    tx: mpsc::Sender<Vec<Bytes>>,
 ) where
     Req: prost::Message + Default + Send + 'static,
-    Resp: Send + 'static,
 {
     let seq = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let connection_id = format!("{}-{seq}", node.id);
@@ -340,20 +314,27 @@ fn record_request(
 }
 
 /// Sends responses in order; false when the proxy is gone.
-async fn send<Req, Resp>(
+async fn send<Req>(
     shared: &Shared,
-    tx: &mpsc::Sender<Result<Resp, Status>>,
-    wire: &Wire<Req, Resp>,
+    tx: &mpsc::Sender<Vec<Bytes>>,
+    wire: &Wire<Req>,
     control_plane: &str,
     responses: Vec<Outgoing>,
 ) -> bool {
     for out in responses {
         let short = short_name(out.type_url);
-        if tx
-            .send(Ok((wire.outgoing)(out, control_plane)))
-            .await
-            .is_err()
-        {
+        let Some(message) = (wire.outgoing)(&out, control_plane) else {
+            tracing::warn!(
+                type_url = out.type_url,
+                resources = out.resources.len(),
+                "response too large for one gRPC message"
+            );
+            shared.metrics.push_send_error(short);
+            return false;
+        };
+        // the response now lives only as chunks that reference the shared encoded config
+        drop(out);
+        if tx.send(message).await.is_err() {
             shared.metrics.push_send_error(short);
             return false;
         }
@@ -370,6 +351,8 @@ fn sotw_incoming(r: DiscoveryRequest) -> Incoming {
         names: r.resource_names,
         error: r.error_detail.map(|e| e.message),
         initial_versions: BTreeMap::new(),
+        subscribe: Vec::new(),
+        unsubscribe: Vec::new(),
     }
 }
 
@@ -381,26 +364,7 @@ fn delta_incoming(r: DeltaDiscoveryRequest) -> Incoming {
         names: Vec::new(),
         error: r.error_detail.map(|e| e.message),
         initial_versions: r.initial_resource_versions,
-    }
-}
-
-fn sotw_outgoing(o: Outgoing, control_plane: &str) -> DiscoveryResponse {
-    DiscoveryResponse {
-        version_info: o.version,
-        resources: o.resources,
-        type_url: o.type_url.to_string(),
-        nonce: o.nonce,
-        control_plane: control_plane.to_string(),
-    }
-}
-
-fn delta_outgoing(o: Outgoing, control_plane: &str) -> DeltaDiscoveryResponse {
-    DeltaDiscoveryResponse {
-        system_version_info: o.version,
-        resources: o.resources,
-        type_url: o.type_url.to_string(),
-        removed_resources: o.removed,
-        nonce: o.nonce,
-        control_plane: control_plane.to_string(),
+        subscribe: r.resource_names_subscribe,
+        unsubscribe: r.resource_names_unsubscribe,
     }
 }

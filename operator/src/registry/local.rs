@@ -1,5 +1,9 @@
 //! The local-file registry: a directory of YAML (or JSON) files, re-read whenever a file is added, removed,
-//! replaced or modified (polled by metadata, so `rename` over an old file is seen like an edit).
+//! replaced or modified. Filesystem notifications (inotify) say when to look, debounced so that an editor's
+//! or `kubectl`-style burst of writes gives one reload; what changed is decided by comparing file metadata
+//! (so `rename` over an old file is seen like an edit). When notifications cannot be set up (or the
+//! directory disappears) it polls instead, and a slow rescan also runs beside the notifications in case the
+//! kernel drops events.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -8,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{MeshObjects, MeshSnapshot, Rejected, Snapshots, admit};
 use crate::error::Error;
@@ -18,6 +22,13 @@ const DEFAULT_NAMESPACE: &str = "default";
 
 /// What identifies one version of a file: modification time, size and inode.
 type Fingerprint = BTreeMap<PathBuf, (SystemTime, u64, u64)>;
+
+/// How long the directory must stay quiet after a notification before it is re-read...
+const SETTLE_QUIET: Duration = Duration::from_millis(15);
+/// ...but never longer than this after the first notification, however busy it stays.
+const SETTLE_MAX: Duration = Duration::from_millis(250);
+/// The rescan that runs beside working notifications (a safety net for lost events and watches).
+const RESCAN_WITH_NOTIFICATIONS: Duration = Duration::from_secs(5);
 
 /// Watches one directory.
 #[derive(Debug, Clone)]
@@ -33,7 +44,55 @@ pub struct Loaded {
     pub rejected: Vec<Rejected>,
 }
 
+/// Filesystem notifications for the directory, folded into one wake-up signal.
+struct Watch {
+    // kept alive for as long as the notifications are wanted
+    _watcher: notify::RecommendedWatcher,
+    /// Set by the watcher's thread when the watch broke (e.g. the directory was removed).
+    broken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    fn start(dir: &Path, wake: Arc<Notify>) -> Result<Watch, notify::Error> {
+        use notify::Watcher;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let broken = Arc::new(AtomicBool::new(false));
+        let flag = broken.clone();
+        let root = dir.to_path_buf();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                match event {
+                    // reading the files (our own reload) is no change
+                    Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => {}
+                    Ok(e) => {
+                        // the watched directory itself went away: its watch is gone with it
+                        if matches!(e.kind, notify::EventKind::Remove(_)) && e.paths.contains(&root)
+                        {
+                            flag.store(true, Ordering::Relaxed);
+                        }
+                        wake.notify_one();
+                    }
+                    Err(_) => {
+                        flag.store(true, Ordering::Relaxed);
+                        wake.notify_one();
+                    }
+                }
+            })?;
+        watcher.watch(dir, notify::RecursiveMode::Recursive)?;
+        Ok(Watch {
+            _watcher: watcher,
+            broken,
+        })
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl LocalRegistry {
+    /// `poll`: how often to look for changes when filesystem notifications are unavailable.
     pub fn new(dir: PathBuf, poll: Duration) -> Self {
         LocalRegistry {
             dir,
@@ -41,7 +100,7 @@ impl LocalRegistry {
         }
     }
 
-    /// Starts polling; the first snapshot is published once the directory could be read.
+    /// Starts watching; the first snapshot is published once the directory could be read.
     pub fn spawn(self) -> Snapshots {
         let (tx, rx) = watch::channel(None);
         tokio::spawn(self.run(tx));
@@ -52,7 +111,29 @@ impl LocalRegistry {
         let mut last: Option<Fingerprint> = None;
         let mut version = 0u64;
         let mut warned = false;
+        let wake = Arc::new(Notify::new());
+        let mut notifications: Option<Watch> = None;
+        let mut watch_warned = false;
         loop {
+            if notifications.as_ref().is_none_or(Watch::is_broken) {
+                // (re)started before the scan, so that no change falls between the scan and the watch
+                notifications = match Watch::start(&self.dir, wake.clone()) {
+                    Ok(w) => {
+                        if watch_warned {
+                            tracing::info!(dir = %self.dir.display(), "watching the config directory again");
+                        }
+                        watch_warned = false;
+                        Some(w)
+                    }
+                    Err(err) => {
+                        if !watch_warned {
+                            tracing::warn!(dir = %self.dir.display(), error = %err, poll = ?self.poll, "no filesystem notifications for the config directory; polling it");
+                            watch_warned = true;
+                        }
+                        None
+                    }
+                };
+            }
             let dir = self.dir.clone();
             // directory reads are blocking; keep them off the async workers
             let result = tokio::task::spawn_blocking(move || {
@@ -92,7 +173,29 @@ impl LocalRegistry {
             if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(self.poll).await;
+            let rescan = if notifications.is_some() {
+                RESCAN_WITH_NOTIFICATIONS.max(self.poll)
+            } else {
+                self.poll
+            };
+            tokio::select! {
+                _ = wake.notified() => settle(&wake).await,
+                _ = tokio::time::sleep(rescan) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}
+
+/// Waits until notifications stop for [`SETTLE_QUIET`] (at most [`SETTLE_MAX`]): a burst of writes is read
+/// once, after its last write.
+async fn settle(wake: &Notify) {
+    let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(SETTLE_QUIET) => return,
+            _ = tokio::time::sleep_until(deadline) => return,
         }
     }
 }
@@ -276,6 +379,87 @@ spec:
         std::fs::rename(&tmp, &file).unwrap();
         let after = fingerprint(dir.path()).unwrap();
         assert_ne!(before, after);
+    }
+
+    /// Waits (at most `limit`) for a snapshot newer than `version`.
+    async fn next_version(
+        rx: &mut Snapshots,
+        version: u64,
+        limit: Duration,
+    ) -> Option<Arc<MeshSnapshot>> {
+        tokio::time::timeout(
+            limit,
+            rx.wait_for(|s| s.as_ref().is_some_and(|s| s.version > version)),
+        )
+        .await
+        .ok()?
+        .ok()
+        .and_then(|s| s.clone())
+    }
+
+    #[tokio::test]
+    async fn an_edit_is_seen_at_once_without_waiting_for_a_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), TWO_DOCS).unwrap();
+        // a poll interval far beyond the test: only notifications can make it pass
+        let mut rx = LocalRegistry::new(dir.path().to_path_buf(), Duration::from_secs(600)).spawn();
+        let first = next_version(&mut rx, 0, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(first.configs.len(), 1);
+
+        let started = std::time::Instant::now();
+        let tmp = dir.path().join(".b.yaml.tmp");
+        std::fs::write(&tmp, TWO_DOCS.replace("name: reviews", "name: ratings")).unwrap();
+        std::fs::rename(&tmp, dir.path().join("b.yaml")).unwrap();
+        let second = next_version(&mut rx, first.version, Duration::from_secs(5))
+            .await
+            .expect("the new file is loaded without polling");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(second.configs.len(), 2);
+        assert_eq!(second.version, first.version + 1);
+    }
+
+    #[tokio::test]
+    async fn invalid_objects_are_skipped_and_an_unreadable_directory_keeps_the_last_config() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("config");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), TWO_DOCS).unwrap();
+        let mut rx = LocalRegistry::new(dir.clone(), Duration::from_millis(20)).spawn();
+        let first = next_version(&mut rx, 0, Duration::from_secs(10))
+            .await
+            .unwrap();
+
+        std::fs::write(dir.join("bad.yaml"), "kind: [unclosed").unwrap();
+        let second = next_version(&mut rx, first.version, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(second.configs.len(), 1, "the valid objects stay");
+        assert_eq!(second.rejected.len(), 1);
+        assert_eq!(second.rejected[0].origin, "bad.yaml#0");
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            next_version(&mut rx, second.version, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "a vanished directory publishes nothing"
+        );
+        assert_eq!(rx.borrow().as_ref().unwrap().version, second.version);
+
+        // once it is back (watched again or polled), its content is served
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), TWO_DOCS).unwrap();
+        let back = next_version(&mut rx, second.version, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(back.rejected.is_empty());
+        assert_eq!(back.configs.len(), 1);
     }
 
     #[test]
