@@ -86,6 +86,16 @@ fn operator_rbac_covers_what_the_controller_does() {
         ),
         ("networking.istio.io", "gateways", "create"),
         ("events.k8s.io", "events", "create"),
+        // istio-ca-root-cert in every namespace
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+        ("", "configmaps", "list"),
+        ("", "configmaps", "watch"),
+        ("", "configmaps", "get"),
+        ("", "configmaps", "patch"),
+        ("", "configmaps", "create"),
+        // nativeSidecar: auto reads every node's kubelet version
+        ("", "nodes", "list"),
     ] {
         assert!(allowed(rules, group, plural, verb), "{verb} {plural}");
     }

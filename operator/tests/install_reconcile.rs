@@ -915,3 +915,47 @@ async fn a_failed_version_lookup_is_reported_and_requeued() {
     h.reconcile().await.unwrap();
     assert_eq!(h.condition("Reconciled").0, ConditionStatus::True);
 }
+
+#[tokio::test]
+async fn a_failed_uninstall_keeps_the_finalizer_says_why_and_is_retried() {
+    let h = Harness::installed(json!({})).await;
+    h.st().failures.push(Failure {
+        verb: "DELETE",
+        plural: "deployments",
+        code: 500,
+        times: 1,
+    });
+    h.st().get_mut(MI, None, "meshinstalls", "mesh").unwrap()["metadata"]["deletionTimestamp"] =
+        json!("2026-01-01T00:00:00Z");
+    let mi = Arc::new(h.mesh_install());
+    let err = h.reconcile().await.unwrap_err();
+    assert!(err.to_string().contains("delete Deployment"), "{err}");
+    {
+        let st = h.st();
+        assert_eq!(
+            st.get(MI, None, "meshinstalls", "mesh").unwrap()["metadata"]["finalizers"],
+            json!(["install.halyard.dev/uninstall"]),
+            "the finalizer stays until the uninstall is done"
+        );
+        // the webhook configurations went first, before the failure
+        assert!(st.names("mutatingwebhookconfigurations").is_empty());
+        let ev = st
+            .events
+            .iter()
+            .find(|e| e["reason"] == "UninstallFailed")
+            .expect("a Warning Event says why");
+        assert_eq!(ev["type"], "Warning");
+    }
+    assert_eq!(
+        controller::error_policy(mi, &err, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    h.reconcile().await.unwrap();
+    assert!(h.st().names("deployments").is_empty());
+    assert!(
+        h.st().get(MI, None, "meshinstalls", "mesh").unwrap()["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -228,7 +228,20 @@ pub async fn reconcile(mi: Arc<MeshInstall>, ctx: Arc<Context>) -> Result<Action
     finalizer(&api, FINALIZER, mi, |event| async move {
         match event {
             Finalizer::Apply(mi) => apply(&mi, &c).await,
-            Finalizer::Cleanup(mi) => cleanup(&mi, &c).await,
+            Finalizer::Cleanup(mi) => match cleanup(&mi, &c).await {
+                Ok(action) => Ok(action),
+                Err(e) => {
+                    // The MeshInstall keeps its finalizer (and is retried); say why it is not going away.
+                    c.event(
+                        &mi,
+                        EventType::Warning,
+                        "UninstallFailed",
+                        format!("uninstall will be retried: {e}"),
+                    )
+                    .await;
+                    Err(e)
+                }
+            },
         }
     })
     .await
