@@ -72,6 +72,9 @@ pub struct Args {
     /// Local mode: address of the application the inbound listeners forward to.
     #[arg(long, env = "HALYARD_APP_ADDRESS", default_value = "")]
     pub app_address: String,
+    /// Locality of the workload, `region/zone/subzone` (locality load balancing).
+    #[arg(long, env = "HALYARD_LOCALITY", default_value = "")]
+    pub locality: String,
     /// Kubernetes cluster id (Istio's `CLUSTER_ID`).
     #[arg(long, env = "CLUSTER_ID", default_value = "Kubernetes")]
     pub cluster_id: String,
@@ -195,6 +198,7 @@ impl Args {
             labels,
             workload: self.workload.clone(),
             principal,
+            locality: self.locality.clone(),
         })
     }
 }
@@ -258,6 +262,7 @@ impl Args {
             workload_ports,
             local_bind_address: self.local_bind_address.clone(),
             app_address: self.app_address.clone(),
+            locality: self.locality.clone(),
             ..Default::default()
         })
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::lb::{Balancer, HashKey, LbPolicy};
 use crate::metrics::PeersId;
 use crate::resilience::ClusterState;
+use crate::resilience::locality::LocalityLb;
 use crate::upstream::{Endpoint, PoolSettings, UpstreamProtocol};
 
 /// How a cluster finds its endpoints.
@@ -37,6 +38,8 @@ pub struct Cluster {
     pub peer_metadata: bool,
     /// Connection settings of the cluster's pools (also for `OriginalDst` and TCP connects).
     pub pool: PoolSettings,
+    /// Locality priorities / weights, when they change the pick.
+    pub locality: Option<LocalityLb>,
 }
 
 impl Cluster {
@@ -66,7 +69,22 @@ impl Cluster {
             resilience: ClusterState::default(),
             peer_metadata: false,
             pool: PoolSettings::default(),
+            locality: None,
         }
+    }
+
+    /// Set the locality plan (`resilience::locality`).
+    pub fn with_locality(mut self, locality: Option<LocalityLb>) -> Self {
+        self.locality = locality;
+        self
+    }
+
+    /// Locality level of endpoint `i` (0 when locality does not apply).
+    pub fn level_of(&self, i: usize) -> u32 {
+        self.locality
+            .as_ref()
+            .and_then(|l| l.level_of(i))
+            .unwrap_or(0)
     }
 
     /// Set the connection settings (DestinationRule `connectionPool`) the cluster's pools use.
@@ -88,10 +106,17 @@ impl Cluster {
     }
 
     /// Pick an endpoint (index and endpoint), skipping outlier-ejected endpoints and, when
-    /// possible, those in `avoid` (retries go to another endpoint than the failed ones).
-    pub fn pick_excluding(&self, hash: Option<u64>, avoid: &[usize]) -> Option<(usize, &Endpoint)> {
+    /// possible, those in `avoid` (retries go to another endpoint than the failed ones). With a
+    /// locality plan the nearest healthy level is used, leaving the levels in `skip_levels`
+    /// (retries with `retryRemoteLocalities`) while another level has healthy endpoints.
+    pub fn pick_excluding(
+        &self,
+        hash: Option<u64>,
+        avoid: &[usize],
+        skip_levels: &[u32],
+    ) -> Option<(usize, &Endpoint)> {
         let state = &self.resilience;
-        if !state.has_outlier_detection() && avoid.is_empty() {
+        if self.locality.is_none() && !state.has_outlier_detection() && avoid.is_empty() {
             let mut rng = rand::rng();
             let mut r = || rand::Rng::random::<u64>(&mut rng);
             let i = self.balancer.pick(&self.endpoints, hash, &mut r)?;
@@ -115,7 +140,7 @@ impl Cluster {
         }
         let mut rng = rand::rng();
         let mut r = || rand::Rng::random::<u64>(&mut rng);
-        let mut pick = |skip_avoided: bool| {
+        let mut pick = |balancer: &crate::lb::Balancer, skip_avoided: bool| {
             let c: Vec<Candidate<'_>> = self
                 .endpoints
                 .iter()
@@ -125,9 +150,33 @@ impl Cluster {
                     ok: !(state.is_ejected(i) || (skip_avoided && avoid.contains(&i))),
                 })
                 .collect();
-            self.balancer.pick(&c, hash, &mut r)
+            balancer.pick(&c, hash, &mut r)
         };
-        let i = pick(true).or_else(|| if avoid.is_empty() { None } else { pick(false) })?;
+        let mut pick_from = |balancer: &crate::lb::Balancer| {
+            pick(balancer, true).or_else(|| {
+                if avoid.is_empty() {
+                    None
+                } else {
+                    pick(balancer, false)
+                }
+            })
+        };
+        if let Some(loc) = &self.locality {
+            let ok = |i: usize| {
+                self.endpoints
+                    .get(i)
+                    .is_some_and(|e| e.healthy && e.upstream.is_available())
+                    && !state.is_ejected(i)
+            };
+            let mut roll = || rand::random::<u64>();
+            if let Some(i) = loc
+                .choose(ok, skip_levels, &mut roll)
+                .and_then(&mut pick_from)
+            {
+                return self.endpoints.get(i).map(|e| (i, e));
+            }
+        }
+        let i = pick_from(&self.balancer)?;
         self.endpoints.get(i).map(|e| (i, e))
     }
 
@@ -140,11 +189,7 @@ impl Cluster {
 
     /// Pick an endpoint; `None` means no healthy upstream.
     pub fn pick(&self, hash: Option<u64>) -> Option<&Endpoint> {
-        let mut rng = rand::rng();
-        let mut r = || rand::Rng::random::<u64>(&mut rng);
-        self.balancer
-            .pick(&self.endpoints, hash, &mut r)
-            .and_then(|i| self.endpoints.get(i))
+        self.pick_excluding(hash, &[], &[]).map(|(_, e)| e)
     }
 
     pub fn endpoint_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {

@@ -238,6 +238,199 @@ pub fn maglev_table(keys: &[&str], weights: &[u64], size: usize) -> Vec<u32> {
     table
 }
 
+/// A locality, `region/zone/subzone` (parts may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+}
+
+impl Locality {
+    pub fn parse(s: &str) -> Self {
+        let mut p = s.trim().splitn(3, '/').map(str::to_string);
+        Locality {
+            region: p.next().unwrap_or_default(),
+            zone: p.next().unwrap_or_default(),
+            subzone: p.next().unwrap_or_default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
+    }
+
+    /// Istio's locality match for `distribute` / `failover` rules: `*` or an empty part of the
+    /// pattern matches any value (`us-west/*`, `us-west/zone1`).
+    pub fn matches(&self, pattern: &str) -> bool {
+        let p = Locality::parse(pattern);
+        let part = |rule: &str, mine: &str, any_if_empty: bool| {
+            rule == "*" || (any_if_empty && rule.is_empty()) || rule == mine
+        };
+        part(&p.region, &self.region, false)
+            && part(&p.zone, &self.zone, true)
+            && part(&p.subzone, &self.subzone, true)
+    }
+
+    /// Istio's default failover priority of an endpoint in `other` seen from `self`: 0 same
+    /// subzone, 1 same zone, 2 same region, 3 another region.
+    pub fn proximity(&self, other: &Locality) -> u32 {
+        if self.region != other.region {
+            3
+        } else if self.zone != other.zone {
+            2
+        } else if self.subzone != other.subzone {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Envoy's default overprovisioning factor (1.4, in percent): a priority level keeps all its
+/// traffic while at least 1/1.4 (about 72%) of its endpoints are healthy.
+pub const OVERPROVISIONING: u64 = 140;
+
+/// Health of a group of endpoints as Envoy counts it: `min(100, 1.4 * healthy / total)` percent.
+pub fn health_percent(healthy: usize, total: usize) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    (OVERPROVISIONING * healthy as u64 / total as u64).min(100)
+}
+
+/// Envoy's priority load: each level takes as much of the traffic (in percent) as its health
+/// allows, the rest spills to the next level; when the levels together are less than 100%
+/// healthy the loads are scaled up. `None` when no level has a healthy endpoint.
+pub fn priority_load(health: &[u64]) -> Option<Vec<u64>> {
+    let total: u64 = health.iter().sum::<u64>().min(100);
+    if total == 0 {
+        return None;
+    }
+    let mut left = 100u64;
+    let mut load: Vec<u64> = health
+        .iter()
+        .map(|h| {
+            let l = (h * 100 / total).min(left);
+            left -= l;
+            l
+        })
+        .collect();
+    // Rounding remainder goes to the first level with healthy endpoints.
+    if left > 0
+        && let Some(i) = health.iter().position(|&h| h > 0)
+    {
+        load[i] += left;
+    }
+    Some(load)
+}
+
+/// The level a roll in `0..100` falls in, given [`priority_load`]'s percentages.
+pub fn pick_level(load: &[u64], roll: u64) -> usize {
+    let mut acc = 0;
+    for (i, l) in load.iter().enumerate() {
+        acc += l;
+        if roll < acc {
+            return i;
+        }
+    }
+    load.iter().rposition(|&l| l > 0).unwrap_or(0)
+}
+
+/// Istio's locality failover priorities of endpoints (`localities`) seen from `node`:
+/// proximity (same subzone > zone > region > other), and with `failover` rules (`from` region
+/// → `to` region) the regions that are not the `to` of the node's region come after it. The
+/// result is compacted to consecutive levels starting at 0.
+pub fn failover_priorities(
+    node: &Locality,
+    localities: &[Locality],
+    failover: &[(String, String)],
+) -> Vec<u32> {
+    let raw: Vec<u32> = localities
+        .iter()
+        .map(|l| {
+            let p = node.proximity(l);
+            match failover.iter().find(|(from, _)| *from == node.region) {
+                Some((_, to)) if p == 3 && l.region != *to => 4,
+                _ => p,
+            }
+        })
+        .collect();
+    compact(&raw)
+}
+
+/// Istio's `failoverPriority`: with N labels, endpoints matching the node on all N have level
+/// 0, on the first N-1 level 1, ..., on none level N. A `key=value` entry matches endpoints with
+/// that value whatever the node's. `value_of(i, key)` is endpoint `i`'s value, `node_value(key)`
+/// the node's.
+pub fn label_priorities<'a>(
+    labels: &[String],
+    n: usize,
+    value_of: impl Fn(usize, &str) -> Option<&'a str>,
+    node_value: impl Fn(&str) -> Option<&'a str>,
+) -> Vec<u32> {
+    let raw: Vec<u32> = (0..n)
+        .map(|i| {
+            let matched = labels
+                .iter()
+                .take_while(|entry| {
+                    let (key, want) = match entry.split_once('=') {
+                        Some((k, v)) => (k, Some(v)),
+                        None => (entry.as_str(), node_value(entry)),
+                    };
+                    want.is_some() && value_of(i, key) == want
+                })
+                .count();
+            (labels.len() - matched) as u32
+        })
+        .collect();
+    compact(&raw)
+}
+
+/// Renumber levels to 0..k keeping their order.
+fn compact(raw: &[u32]) -> Vec<u32> {
+    let mut levels: Vec<u32> = raw.to_vec();
+    levels.sort_unstable();
+    levels.dedup();
+    raw.iter()
+        .map(|p| levels.binary_search(p).unwrap_or(0) as u32)
+        .collect()
+}
+
+/// Istio's `distribute` weights: for the first rule whose `from` matches the node, each `to`
+/// pattern's weight is shared by the endpoints' localities it matches (in proportion to their
+/// endpoints' weights); localities matched by no `to` get no traffic (`None`). `None` overall
+/// when no rule applies to the node.
+pub fn distribute_weights(
+    node: &Locality,
+    rules: &[(String, Vec<(String, u32)>)],
+    localities: &[Locality],
+    weights: &[u32],
+) -> Option<Vec<Option<u32>>> {
+    let (_, to) = rules.iter().find(|(from, _)| node.matches(from))?;
+    let mut out: Vec<Option<u32>> = vec![None; localities.len()];
+    let mut taken = vec![false; localities.len()];
+    for (pattern, weight) in to {
+        let idx: Vec<usize> = (0..localities.len())
+            .filter(|&i| !taken[i] && localities[i].matches(pattern))
+            .collect();
+        let total: u64 = idx
+            .iter()
+            .map(|&i| u64::from(weights.get(i).copied().unwrap_or(1).max(1)))
+            .sum();
+        for &i in &idx {
+            taken[i] = true;
+            let w = u64::from(weights.get(i).copied().unwrap_or(1).max(1));
+            // Scaled by 1000 so shares of a small weight do not round to nothing.
+            let share = (w * u64::from(*weight) * 1000).div_ceil(total.max(1));
+            if share > 0 {
+                out[i] = Some(u32::try_from(share).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -392,5 +585,104 @@ mod tests {
         let table = maglev_table(&["a", "b"], &[1, 3], 65537);
         let b_share = table.iter().filter(|&&i| i == 1).count() as f64 / 65537.0;
         assert!((b_share - 0.75).abs() < 0.01, "{b_share}");
+    }
+
+    #[test]
+    fn locality_match_and_proximity() {
+        let l = Locality::parse("us-west/zone1/sub1");
+        assert!(l.matches("us-west/zone1/sub1"));
+        assert!(l.matches("us-west/zone1/*"));
+        assert!(l.matches("us-west/*"));
+        assert!(l.matches("us-west"));
+        assert!(l.matches("*"));
+        assert!(!l.matches("us-east/*"));
+        assert!(!l.matches("us-west/zone2/*"));
+        let p = |s: &str| l.proximity(&Locality::parse(s));
+        assert_eq!(p("us-west/zone1/sub1"), 0);
+        assert_eq!(p("us-west/zone1/sub2"), 1);
+        assert_eq!(p("us-west/zone2/sub1"), 2);
+        assert_eq!(p("us-east/zone1/sub1"), 3);
+    }
+
+    #[test]
+    fn priority_load_spills_over_like_envoy() {
+        // Healthy local level keeps everything.
+        assert_eq!(priority_load(&[100, 100]).unwrap(), vec![100, 0]);
+        // 1 of 2 healthy: 70% stays, 30% spills.
+        let h = health_percent(1, 2);
+        assert_eq!(h, 70);
+        assert_eq!(priority_load(&[h, 100]).unwrap(), vec![70, 30]);
+        // Local level gone: everything to the next.
+        assert_eq!(priority_load(&[0, 100, 100]).unwrap(), vec![0, 100, 0]);
+        // Less than 100% in total: scaled.
+        assert_eq!(priority_load(&[35, 35]).unwrap(), vec![50, 50]);
+        assert_eq!(priority_load(&[0, 0]), None);
+        assert_eq!(pick_level(&[70, 30], 69), 0);
+        assert_eq!(pick_level(&[70, 30], 70), 1);
+        assert_eq!(pick_level(&[0, 100], 0), 1);
+    }
+
+    #[test]
+    fn failover_and_label_priorities() {
+        let node = Locality::parse("us-west/zone1/sub1");
+        let eps: Vec<Locality> = [
+            "us-west/zone1/sub1",
+            "us-west/zone2/a",
+            "us-east/zone1/a",
+            "eu-west/z/a",
+        ]
+        .iter()
+        .map(|s| Locality::parse(s))
+        .collect();
+        assert_eq!(failover_priorities(&node, &eps, &[]), vec![0, 1, 2, 2]);
+        let fo = vec![("us-west".to_string(), "eu-west".to_string())];
+        assert_eq!(failover_priorities(&node, &eps, &fo), vec![0, 1, 3, 2]);
+
+        let labels = vec!["net".to_string(), "zone".to_string()];
+        let ep_labels = [("n1", "z1"), ("n1", "z2"), ("n2", "z1")];
+        let value_of = |i: usize, k: &str| match k {
+            "net" => Some(ep_labels[i].0),
+            "zone" => Some(ep_labels[i].1),
+            _ => None,
+        };
+        let node_value = |k: &str| match k {
+            "net" => Some("n1"),
+            "zone" => Some("z1"),
+            _ => None,
+        };
+        assert_eq!(
+            label_priorities(&labels, 3, value_of, node_value),
+            vec![0, 1, 2]
+        );
+        let forced = vec!["net=n2".to_string()];
+        assert_eq!(
+            label_priorities(&forced, 3, value_of, node_value),
+            vec![1, 1, 0]
+        );
+    }
+
+    #[test]
+    fn distribute_shares_weights() {
+        let node = Locality::parse("us-west/zone1/sub1");
+        let eps: Vec<Locality> = [
+            "us-west/zone1/a",
+            "us-west/zone2/a",
+            "us-west/zone2/b",
+            "us-east/x/y",
+        ]
+        .iter()
+        .map(|s| Locality::parse(s))
+        .collect();
+        let rules = vec![(
+            "us-west/zone1/*".to_string(),
+            vec![
+                ("us-west/zone1/*".to_string(), 80),
+                ("us-west/zone2/*".to_string(), 20),
+            ],
+        )];
+        let w = distribute_weights(&node, &rules, &eps, &[1, 1, 1, 1]).unwrap();
+        assert_eq!(w, vec![Some(80_000), Some(10_000), Some(10_000), None]);
+        let other = Locality::parse("eu/x/y");
+        assert_eq!(distribute_weights(&other, &rules, &eps, &[1; 4]), None);
     }
 }

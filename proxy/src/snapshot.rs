@@ -31,6 +31,8 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     pub workload: String,
     pub principal: String,
+    /// `region/zone/subzone`, for locality load balancing (empty: unknown).
+    pub locality: String,
 }
 
 impl NodeInfo {
@@ -743,6 +745,7 @@ fn cluster(
     };
     let pool = crate::upstream::PoolSettings::from_cluster(c);
     let mut eps = Vec::new();
+    let mut srcs = Vec::new();
     if kind == ClusterKind::Endpoints
         && let Some(ce) = endpoints
     {
@@ -762,6 +765,7 @@ fn cluster(
                     };
                     (p != base).then(|| ctx.metrics.intern(p))
                 };
+                srcs.push(e);
                 eps.push(Endpoint {
                     upstream: ctx.registry.get_with(addr, protocol, pool),
                     weight: e.weight.max(1),
@@ -772,6 +776,16 @@ fn cluster(
         }
     }
     let resilience = crate::resilience::ClusterState::compile(c, eps.len(), at)?;
+    let locality = crate::resilience::locality::LocalityLb::compile(
+        crate::resilience::locality::NodeSide {
+            locality: &ctx.node.locality,
+            labels: &ctx.node.labels,
+        },
+        c,
+        &srcs,
+        &eps,
+        &policy,
+    );
     let in_mesh = !inbound && kind == ClusterKind::Endpoints && is_in_mesh(c, endpoints);
     Ok(Cluster::new(
         c.name.clone(),
@@ -783,6 +797,7 @@ fn cluster(
         peers,
     )
     .with_resilience(resilience)
+    .with_locality(locality)
     .with_peer_metadata(in_mesh)
     .with_pool(pool))
 }

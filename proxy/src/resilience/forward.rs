@@ -272,6 +272,7 @@ pub async fn send(
     }
 
     let mut tried: Vec<usize> = Vec::new();
+    let mut tried_levels: Vec<u32> = Vec::new();
     let mut retry_guard: Option<RetryGuard> = None;
     let mut attempt: u32 = 0;
     let mut last: Option<LocalReply> = None;
@@ -284,7 +285,12 @@ pub async fn send(
                 } else {
                     &[]
                 };
-                match cluster.pick_excluding(t.hash, avoid) {
+                let skip: &[u32] = if policy.retry_remote_localities {
+                    &tried_levels
+                } else {
+                    &[]
+                };
+                match cluster.pick_excluding(t.hash, avoid, skip) {
                     Some((i, ep)) => {
                         let up = if cluster.use_downstream_protocol
                             && t.protocol == UpstreamProtocol::Http2
@@ -411,6 +417,7 @@ pub async fn send(
                 attempt += 1;
                 if let Some(i) = index {
                     tried.push(i);
+                    tried_levels.push(cluster.level_of(i));
                 }
                 drop(active);
                 let wait = policy.backoff(attempt, rand::random::<f64>());
@@ -463,7 +470,7 @@ fn mirror(t: &Target<'_>, m: &MirrorPolicy, head: &Head, body: Bytes, deadline: 
     let Some(cluster) = t.snap.clusters.get(m.cluster).cloned() else {
         return;
     };
-    let Some((_, ep)) = cluster.pick_excluding(None, &[]) else {
+    let Some((_, ep)) = cluster.pick_excluding(None, &[], &[]) else {
         return;
     };
     let upstream = ep.upstream.clone();

@@ -13,6 +13,7 @@
 pub mod circuit;
 pub mod fault;
 pub mod forward;
+pub mod locality;
 pub mod outlier;
 pub mod report;
 pub mod retry;
@@ -111,6 +112,7 @@ impl RoutePolicy {
                 max_interval: ms(rp.max_interval_ms).unwrap_or(base * 10).max(base),
                 avoid_previous_hosts: rp.avoid_previous_hosts,
                 host_selection_max_attempts: rp.host_selection_max_attempts.max(1),
+                retry_remote_localities: rp.retry_remote_localities,
             };
         }
         if let Some(f) = &a.fault {

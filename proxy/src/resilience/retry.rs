@@ -111,6 +111,8 @@ pub struct RetryPolicy {
     /// Try to avoid endpoints already tried.
     pub avoid_previous_hosts: bool,
     pub host_selection_max_attempts: u32,
+    /// Retries may leave the locality levels already tried (`retryRemoteLocalities`).
+    pub retry_remote_localities: bool,
 }
 
 /// Envoy's default back-off base.
@@ -129,6 +131,7 @@ impl Default for RetryPolicy {
             max_interval: DEFAULT_BASE_INTERVAL * 10,
             avoid_previous_hosts: true,
             host_selection_max_attempts: 5,
+            retry_remote_localities: false,
         }
     }
 }

@@ -211,6 +211,7 @@ pub fn node(app: &str, version: &str) -> NodeInfo {
         .collect(),
         workload: format!("{app}-{version}"),
         principal: String::new(),
+        ..Default::default()
     }
 }
 
