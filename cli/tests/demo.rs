@@ -516,3 +516,44 @@ fn keep_running_serves_proxy_status_and_follows_config_edits() {
         let _ = std::fs::remove_dir_all(root);
     }
 }
+
+#[test]
+fn a_control_plane_that_cannot_start_fails_the_demo_with_the_reason() {
+    let octet = 15;
+    // Something else holds the control plane's monitoring address.
+    let squatter =
+        std::net::TcpListener::bind(monitoring(octet)).expect("bind the monitoring address");
+    let started = Instant::now();
+    let output = Command::new(EXE)
+        .args([
+            "demo",
+            "--quiet",
+            "--no-tour",
+            "--octet",
+            &octet.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run halyard demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?} to give up",
+        started.elapsed()
+    );
+    assert!(stdout.contains("operator exited"), "{stdout}");
+    assert!(stdout.contains(&monitoring(octet).to_string()), "{stdout}");
+    drop(squatter);
+    assert_all_stopped(octet);
+    // A failed demo keeps its directory for the logs it names; the test cleans it up.
+    if let Some(logs) = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("logs of every process: "))
+        .and_then(|rest| rest.split(" (config").next())
+        && let Some(root) = std::path::Path::new(logs).parent()
+        && root.starts_with(std::env::temp_dir())
+    {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}

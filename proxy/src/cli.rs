@@ -354,6 +354,13 @@ pub async fn run(mut args: Args) -> Result<(), ProxyError> {
         cluster_id: args.cluster_id.clone(),
     });
 
+    // DNS clusters are re-resolved in the background (Istio's dnsRefreshRate).
+    crate::dns::spawn_refresher(
+        proxy.clone(),
+        Arc::new(crate::dns::SystemResolver),
+        args.dns_refresh_rate,
+    );
+
     // Admin-type ports first, so readiness can be observed while config is pending.
     let admin_l = bind_admin(args.admin_address, "admin").await?;
     let status_l = bind_admin(args.status_address, "status").await?;

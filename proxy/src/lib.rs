@@ -12,6 +12,7 @@ pub mod agent;
 pub mod body;
 pub mod cli;
 pub mod cluster;
+pub mod dns;
 pub mod error;
 pub mod http;
 pub mod lb;

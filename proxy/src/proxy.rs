@@ -55,6 +55,8 @@ pub struct Shared {
     pub last_error: Mutex<Option<String>>,
     /// Istio metadata exchange: this node's headers (encoded once) and the peers seen.
     pub peer: crate::peer::PeerExchange,
+    /// Last good answers for DNS clusters' names (see `dns`).
+    pub dns: crate::dns::DnsCache,
 }
 
 impl std::fmt::Debug for Shared {
@@ -118,6 +120,7 @@ impl Proxy {
             log_reloader: opts.log_reloader,
             last_error: Mutex::new(None),
             peer,
+            dns: crate::dns::DnsCache::default(),
         });
         Arc::new(Proxy {
             shared,
@@ -169,6 +172,7 @@ impl Proxy {
             metrics: &self.shared.metrics,
             registry: &self.shared.registry,
             node: &self.shared.node,
+            dns: &self.shared.dns,
         };
         let snap = snapshot::compile(res, &ctx)?;
         let _rt = self.handle.enter();

@@ -266,7 +266,7 @@ impl ListenerRt {
 }
 
 /// One compiled config version.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub version: String,
     pub resources: Arc<ProxyResources>,
@@ -309,6 +309,8 @@ pub struct CompileCtx<'a> {
     pub metrics: &'a Metrics,
     pub registry: &'a Registry,
     pub node: &'a NodeInfo,
+    /// Last good DNS answers (DNS clusters compile from them; `dns` refreshes them).
+    pub dns: &'a crate::dns::DnsCache,
 }
 
 /// Index meaning "cluster named by a route but absent": answered 503 at request time.
@@ -668,7 +670,38 @@ fn socket_addr_any(
         .map_err(|e| inv(at, format!("cannot resolve {host:?}: {e}")))
 }
 
-fn cluster(
+/// An endpoint's addresses: its IP, or for a DNS cluster the last good answer for its name
+/// (resolved now when there is none yet). A name that does not resolve leaves the endpoint without
+/// addresses until a refresh succeeds, as Envoy does, instead of refusing the whole config.
+fn endpoint_addrs(
+    c: &r::Cluster,
+    e: &r::Endpoint,
+    at: &str,
+    ctx: &CompileCtx<'_>,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    if !crate::dns::is_dns(c) || !crate::dns::is_name(&e.address) {
+        return socket_addr(&e.address, e.port, at);
+    }
+    let port = u16::try_from(e.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| inv(at, format!("port {} is not between 1 and 65535", e.port)))?;
+    if ctx.dns.get(&e.address, port).is_none() {
+        match (e.address.as_str(), port).to_socket_addrs() {
+            Ok(a) => {
+                ctx.dns.put(&e.address, port, a.collect());
+            }
+            Err(err) => tracing::warn!(
+                host = %e.address, cluster = %c.name, error = %err,
+                "DNS resolution failed; no address until a refresh succeeds"
+            ),
+        }
+    }
+    let addrs = ctx.dns.get(&e.address, port).unwrap_or_default();
+    Ok(crate::dns::select(c, addrs))
+}
+
+pub(crate) fn cluster(
     c: &r::Cluster,
     at: &str,
     ctx: &CompileCtx<'_>,
@@ -751,7 +784,7 @@ fn cluster(
     {
         for (i, e) in ce.endpoints.iter().enumerate() {
             let eat = format!("endpoints[{}]({}).endpoints[{i}]", c.name, ce.cluster_name);
-            for addr in socket_addr(&e.address, e.port, &eat)? {
+            for addr in endpoint_addrs(c, e, &eat, ctx)? {
                 let peers = if inbound {
                     None
                 } else {

@@ -441,7 +441,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         r = start_and_tour(&mut mesh, &out, !args.no_tour, args.routing_only) => r,
         sig = interrupts.recv() => Err(anyhow!("interrupted by {sig}")),
     };
-    let passed = match &outcome {
+    let mut passed = match &outcome {
         Ok(results) => summarize(results),
         Err(e) => {
             println!("\ndemo failed: {e:#}");
@@ -456,13 +456,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             mesh.write_routing()?;
             mesh.wait_synced(written).await
         };
-        match reset.await {
-            Ok(_) => {
-                print_access(&mesh, &root);
-                let sig = watch_config(&mut mesh, &mut interrupts).await;
-                println!("\n{sig}: stopping the mesh");
-            }
-            Err(e) => println!("could not reset the routing for --keep-running: {e:#}"),
+        let sig = tokio::select! {
+            r = reset => match r {
+                Ok(_) => {
+                    print_access(&mesh, &root);
+                    Some(watch_config(&mut mesh, &mut interrupts).await)
+                }
+                Err(e) => {
+                    println!("could not reset the routing for --keep-running: {e:#}");
+                    passed = false;
+                    None
+                }
+            },
+            sig = interrupts.recv() => Some(sig),
+        };
+        if let Some(sig) = sig {
+            println!("\n{sig}: stopping the mesh");
         }
     }
     mesh.supervisor.shutdown().await;

@@ -62,6 +62,8 @@ impl Supervisor {
             .stdin(Stdio::piped())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
+            // Logs go to files and are quoted in the demo's errors: no terminal colour codes.
+            .env("NO_COLOR", "1")
             // Its own process group: Ctrl-C in the terminal reaches only the demo, which then stops the
             // children in order and reports; and the stop signal reaches anything a child started.
             .process_group(0)
