@@ -288,7 +288,7 @@ impl Locality {
 }
 
 /// Envoy's default overprovisioning factor (1.4, in percent): a priority level keeps all its
-/// traffic while at least 1/1.4 (about 72%) of its endpoints are healthy.
+/// traffic while at least 1/1.4 (about 71%) of its endpoints are healthy.
 pub const OVERPROVISIONING: u64 = 140;
 
 /// Health of a group of endpoints as Envoy counts it: `min(100, 1.4 * healthy / total)` percent.

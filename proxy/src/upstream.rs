@@ -559,7 +559,8 @@ impl Upstream {
         if s.idle_timeout.is_none() && s.max_connection_duration.is_none() {
             return;
         }
-        if self.sweeping.swap(true, Ordering::AcqRel) {
+        // A plain load first: the common case (sweeper running) needs no write.
+        if self.sweeping.load(Ordering::Acquire) || self.sweeping.swap(true, Ordering::AcqRel) {
             if pooled_h1 && s.max_connection_duration.is_some() {
                 self.wake.notify_one();
             }
