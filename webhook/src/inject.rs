@@ -1,6 +1,10 @@
-//! Sidecar injection as a pure function: pod JSON in, injected pod JSON (and the RFC 6902 patch between the
-//! two) out. The admission server, `halyard kube-inject` and the operator all call [`Injector::inject`] or
-//! [`Injector::patch`]; nothing here does I/O.
+//! Sidecar injection as a pure function: pod JSON in, injected pod JSON or the RFC 6902 patch that injects
+//! it out. `halyard kube-inject` calls [`Injector::inject`] (the whole injected pod); the admission server
+//! calls [`Injector::admission_patch`], which writes the patch's operations directly from the decisions and
+//! the template's pieces (adds to `/spec/initContainers`, `/spec/containers`, `/spec/volumes`, the metadata
+//! maps, replacements of rewritten probes) instead of building the injected pod and diffing it. Both render
+//! one `Plan`, so they cannot disagree; the goldens check that the patch applied gives the injected pod.
+//! Nothing here does I/O.
 //!
 //! What is added (names as in Istio, so `kubectl logs -c istio-proxy`, dashboards and scrape configs work):
 //! the `istio-init` init container (runs `halyard-init` with istio-iptables' capture flags), the
@@ -22,6 +26,10 @@
 //! Re-injection is idempotent: when `sidecar.istio.io/status` is present, everything it lists is removed
 //! first (original probes and Prometheus annotations recorded by the previous proxy are carried over).
 
+mod ops;
+mod parts;
+
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
@@ -34,6 +42,11 @@ use crate::error::Error;
 use crate::mesh::{MeshConfig, ProxyConfig};
 use crate::probes::{self, Probers};
 use crate::template::InjectionTemplate;
+use ops::Ops;
+use parts::{
+    Capabilities, Chain, ContainerPort, Env, EnvVar, ExecCommand, ExecHandler, HttpGet,
+    InitContainer, Item, Lifecycle, Probe, ProxyContainer, ProxySecurityContext, Volume,
+};
 
 pub const PROXY_CONTAINER: &str = "istio-proxy";
 pub const INIT_CONTAINER: &str = "istio-init";
@@ -100,6 +113,17 @@ pub struct Injector {
     pub mesh: MeshConfig,
 }
 
+/// The admission answer for one pod, from [`Injector::admission_patch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdmissionPatch {
+    Skipped(SkipReason),
+    /// The JSON text of an RFC 6902 operation list, and how many operations it holds (0: nothing to change).
+    Patch {
+        json: Vec<u8>,
+        operations: usize,
+    },
+}
+
 /// Per-pod settings after annotations are applied.
 struct Settings {
     proxy_config: ProxyConfig,
@@ -108,6 +132,55 @@ struct Settings {
     mode: InterceptionMode,
     status_port: u16,
     rewrite_probes: bool,
+}
+
+/// A new value for one probe or lifecycle field of one of the pod's own containers.
+struct Rewrite {
+    list: &'static str,
+    index: usize,
+    field: &'static str,
+    value: Value,
+}
+
+/// String members to set in `metadata.annotations` or `metadata.labels`, resolved against the current ones.
+struct MapEdit<'a, 'b> {
+    current: &'b Labels,
+    set: Vec<(&'a str, String)>,
+}
+
+impl<'a> MapEdit<'a, '_> {
+    /// Sets `key`, whatever it was.
+    fn set(&mut self, key: &'a str, value: String) {
+        match self.set.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.set.push((key, value)),
+        }
+    }
+
+    /// Sets `key` unless the pod or an earlier edit already has it.
+    fn set_default(&mut self, key: &'a str, value: impl FnOnce() -> String) {
+        if !self.current.contains_key(key) && !self.set.iter().any(|(k, _)| *k == key) {
+            self.set.push((key, value()));
+        }
+    }
+}
+
+/// Everything injection does to one pod, decided from the pod (which it does not modify), the template and
+/// the settings. [`Plan::apply`] performs it on a copy of the pod ([`Injector::inject`]); [`Plan::write`]
+/// writes it as RFC 6902 operations ([`Injector::admission_patch`]). One decision, two renderings.
+struct Plan<'a> {
+    native: bool,
+    hold: bool,
+    init: Option<InitContainer<'a>>,
+    proxy: ProxyContainer<'a>,
+    rewrites: Vec<Rewrite>,
+    /// Indices of the pod's volumes that are named like ours and replaced by ours.
+    replaced_volumes: Vec<usize>,
+    volumes: [Volume<'a>; 8],
+    /// `None`: the template has no image pull secrets and the list is left alone.
+    secrets: Option<Vec<&'a str>>,
+    annotations: Vec<(&'a str, String)>,
+    labels: Vec<(&'a str, String)>,
 }
 
 impl Injector {
@@ -124,237 +197,308 @@ impl Injector {
     }
 
     pub fn decide(&self, pod: &Value, ctx: &PodContext<'_>) -> Result<Decision, Error> {
-        let meta = pod.get("metadata");
-        let labels = string_map(meta.and_then(|m| m.get("labels")), "metadata.labels")?;
-        let annotations = string_map(
-            meta.and_then(|m| m.get("annotations")),
-            "metadata.annotations",
-        )?;
+        let (labels, annotations) = labels_and_annotations(pod)?;
+        Ok(self.decide_with(pod, ctx, &labels, &annotations))
+    }
+
+    fn decide_with(
+        &self,
+        pod: &Value,
+        ctx: &PodContext<'_>,
+        labels: &Labels,
+        annotations: &Labels,
+    ) -> Decision {
         let namespace = namespace_of(pod, ctx);
         let host_network = pod
-            .pointer("/spec/hostNetwork")
+            .get("spec")
+            .and_then(|s| s.get("hostNetwork"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let facts = PodFacts {
             namespace: &namespace,
-            labels: &labels,
-            annotations: &annotations,
+            labels,
+            annotations,
             host_network,
         };
-        Ok(decision::decide(
-            &self.template,
-            ctx.namespace_labels,
-            facts,
-        ))
+        decision::decide(&self.template, ctx.namespace_labels, facts)
     }
 
     /// The injected pod, or why it is skipped. Errors are admission failures (bad annotations, not a pod).
     pub fn inject(&self, pod: &Value, ctx: &PodContext<'_>) -> Result<Outcome, Error> {
-        if let Decision::Skip(reason) = self.decide(pod, ctx)? {
+        let (labels, annotations) = labels_and_annotations(pod)?;
+        if let Decision::Skip(reason) = self.decide_with(pod, ctx, &labels, &annotations) {
             return Ok(Outcome::Skipped(reason));
         }
-        let mut pod = pod.clone();
-        let root = pod
-            .as_object_mut()
-            .ok_or_else(|| not_pod("the object is not a JSON object"))?;
-        if !root.get("spec").is_some_and(Value::is_object) {
-            return Err(not_pod("spec is missing or not an object"));
-        }
-        if !root.get("metadata").is_some_and(Value::is_object) {
-            root.insert("metadata".into(), json!({}));
-        }
-        let annotations = string_map(pod.pointer("/metadata/annotations"), "metadata.annotations")?;
+        check_shape(pod)?;
         ann::validate(&annotations)?;
         let settings = self.settings(&annotations)?;
 
+        let mut pod = pod.clone();
+        if let Some(root) = pod.as_object_mut()
+            && !root.get("metadata").is_some_and(Value::is_object)
+        {
+            root.insert("metadata".into(), json!({}));
+        }
         let previous = strip(&mut pod)?;
         let (proxy_override, init_override) = take_user_overrides(&mut pod);
-        let annotations = string_map(pod.pointer("/metadata/annotations"), "metadata.annotations")?;
-        let labels = string_map(pod.pointer("/metadata/labels"), "metadata.labels")?;
-        let workload = ctx
-            .workload
-            .clone()
-            .unwrap_or_else(|| workload_of(&pod, ctx));
-
-        // Probes of app containers and of users' native sidecars.
-        let mut probers = Probers::new();
-        if settings.rewrite_probes {
-            for list in ["containers", "initContainers"] {
-                for c in containers_mut(&mut pod, list) {
-                    let native_sidecar =
-                        c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
-                    if list == "containers" || native_sidecar {
-                        probes::rewrite_container(
-                            c,
-                            settings.status_port,
-                            &previous.probers,
-                            &mut probers,
-                        );
-                    }
-                }
-            }
-        }
-
-        let app_names: Vec<String> = containers(&pod, "containers")
-            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-            .collect();
-        let Some(first_app) = app_names.first().cloned() else {
-            return Err(not_pod("spec.containers is empty"));
-        };
-
-        let prometheus_env =
-            self.merge_prometheus(&mut pod, &annotations, &previous, settings.status_port);
-        let mut proxy = self.proxy_container(
+        let (labels, annotations) = labels_and_annotations(&pod)?;
+        let overridden = (proxy_override.is_some(), init_override.is_some());
+        let plan = self.plan(
             &pod,
+            ctx,
             &settings,
             &annotations,
             &labels,
-            &workload,
-            &app_names,
-        );
-        let proxy_env = proxy.get_mut("env").and_then(Value::as_array_mut);
-        if let Some(env) = proxy_env {
-            if !probers.is_empty() {
-                let text = serde_json::to_string(&probers).unwrap_or_default();
-                env.push(json!({ "name": probes::APP_PROBERS_ENV, "value": text }));
-            }
-            if let Some(p) = prometheus_env {
-                env.push(json!({ "name": PROMETHEUS_ENV, "value": p }));
-            }
-        }
-        // A user-supplied sidecar is the user's: it is not listed in the status, so re-injection merges it
-        // again instead of dropping it.
-        let proxy_overridden = proxy_override.is_some();
-        let init_overridden = init_override.is_some();
-        if let Some(o) = proxy_override {
-            merge_override(&mut proxy, o);
-        }
-        let mut init = (settings.mode != InterceptionMode::None)
-            .then(|| self.init_container(&settings, &annotations));
-        if let (Some(i), Some(o)) = (init.as_mut(), init_override) {
-            merge_override(i, o);
-        }
-
-        // Order (see module docs).
-        let mut status = SidecarStatus {
-            revision: self.revision().to_string(),
-            ..Default::default()
-        };
-        let mut init_names = Vec::new();
-        let spec = pod
-            .get_mut("spec")
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| not_pod("spec is not an object"))?;
-        let mut user_inits = take_list(spec, "initContainers");
-        let mut apps = take_list(spec, "containers");
-        if settings.native {
-            let mut ours = Vec::new();
-            if let Some(i) = init {
-                if !init_overridden {
-                    init_names.push(INIT_CONTAINER.to_string());
-                }
-                ours.push(i);
-            }
-            if !proxy_overridden {
-                init_names.push(PROXY_CONTAINER.to_string());
-            }
-            ours.push(proxy);
-            ours.append(&mut user_inits);
-            put_list(spec, "initContainers", ours);
-            put_list(spec, "containers", apps);
-        } else {
-            if let Some(i) = init {
-                if !init_overridden {
-                    init_names.push(INIT_CONTAINER.to_string());
-                }
-                user_inits.push(i);
-            }
-            if settings.hold {
-                apps.insert(0, proxy);
-            } else {
-                apps.push(proxy);
-            }
-            status.containers = (!proxy_overridden).then(|| vec![PROXY_CONTAINER.to_string()]);
-            put_list(spec, "initContainers", user_inits);
-            put_list(spec, "containers", apps);
-        }
-        status.init_containers = (!init_names.is_empty()).then_some(init_names);
-
-        let mut volumes = take_list(spec, "volumes");
-        volumes.retain(|v| !VOLUMES.contains(&name_of(v)));
-        volumes.extend(self.volumes());
-        put_list(spec, "volumes", volumes);
-        status.volumes = Some(VOLUMES.iter().map(|s| s.to_string()).collect());
-
-        if !self.template.image_pull_secrets.is_empty() {
-            let mut secrets = take_list(spec, "imagePullSecrets");
-            let mut added = Vec::new();
-            for s in &self.template.image_pull_secrets {
-                if !secrets.iter().any(|x| name_of(x) == s) {
-                    secrets.push(json!({ "name": s }));
-                    added.push(s.clone());
-                }
-            }
-            put_list(spec, "imagePullSecrets", secrets);
-            status.image_pull_secrets = (!added.is_empty()).then_some(added);
-        }
-
-        // Metadata.
-        let meta = pod
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| not_pod("metadata is not an object"))?;
-        let anns = object_entry(meta, "annotations");
-        anns.insert(ann::REV.into(), json!(self.revision()));
-        for key in [ann::DEFAULT_LOGS_CONTAINER, ann::DEFAULT_CONTAINER] {
-            anns.entry(key).or_insert_with(|| json!(first_app));
-        }
-        for (k, v) in &self.template.injected_annotations {
-            anns.entry(k.clone()).or_insert_with(|| json!(v));
-        }
-        let status_text = serde_json::to_string(&status).unwrap_or_default();
-        anns.insert(ann::STATUS.into(), json!(status_text));
-
-        let canonical_name = labels
-            .get(ann::LABEL_CANONICAL_NAME)
-            .or_else(|| labels.get("app.kubernetes.io/name"))
-            .or_else(|| labels.get("app"))
-            .cloned()
-            .unwrap_or_else(|| workload.name.clone());
-        let canonical_revision = labels
-            .get(ann::LABEL_CANONICAL_REVISION)
-            .or_else(|| labels.get("app.kubernetes.io/version"))
-            .or_else(|| labels.get("version"))
-            .map_or("latest", String::as_str)
-            .to_string();
-        let lbls = object_entry(meta, "labels");
-        lbls.entry(ann::LABEL_TLS_MODE)
-            .or_insert_with(|| json!("istio"));
-        lbls.insert(
-            ann::LABEL_CANONICAL_NAME.into(),
-            json!(canonical_label(&canonical_name)),
-        );
-        lbls.insert(
-            ann::LABEL_CANONICAL_REVISION.into(),
-            json!(canonical_revision),
-        );
-        sort_map(meta, "annotations");
-        sort_map(meta, "labels");
+            &previous,
+            overridden,
+        )?;
+        plan.apply(&mut pod, proxy_override, init_override)?;
         Ok(Outcome::Injected(pod))
     }
 
-    /// The JSON patch the admission response carries: empty when the pod is skipped.
+    /// The JSON patch the admission response carries: what [`Injector::admission_patch`] writes, as
+    /// operations, beside the injected pod it produces. Empty when the pod is skipped.
     pub fn patch(
         &self,
         pod: &Value,
         ctx: &PodContext<'_>,
     ) -> Result<(Outcome, json_patch::Patch), Error> {
         let outcome = self.inject(pod, ctx)?;
-        let patch = match &outcome {
-            Outcome::Injected(injected) => object_patch(pod, injected),
-            Outcome::Skipped(_) => json_patch::Patch(Vec::new()),
+        let patch = match self.admission_patch(pod, ctx)? {
+            AdmissionPatch::Patch { json, .. } => {
+                serde_json::from_slice(&json).map_err(|e| Error::Parse {
+                    what: "the admission patch".into(),
+                    why: e.to_string(),
+                })?
+            }
+            AdmissionPatch::Skipped(_) => json_patch::Patch(Vec::new()),
         };
         Ok((outcome, patch))
+    }
+
+    /// The admission server's work for one pod: decide, then write the RFC 6902 operations that inject it,
+    /// from the pieces of the template, without copying the pod or building the injected one. A pod that
+    /// already carries a sidecar (re-injection) or its own `istio-proxy`/`istio-init` (an override) is
+    /// injected whole and diffed instead ([`object_patch`]), since its lists are rebuilt, not appended to.
+    pub fn admission_patch(
+        &self,
+        pod: &Value,
+        ctx: &PodContext<'_>,
+    ) -> Result<AdmissionPatch, Error> {
+        let (labels, annotations) = labels_and_annotations(pod)?;
+        if let Decision::Skip(reason) = self.decide_with(pod, ctx, &labels, &annotations) {
+            return Ok(AdmissionPatch::Skipped(reason));
+        }
+        check_shape(pod)?;
+        let rebuilt = annotations.contains_key(ann::STATUS)
+            || containers(pod, "containers").any(|c| name_of(c) == PROXY_CONTAINER)
+            || containers(pod, "initContainers")
+                .any(|c| matches!(name_of(c), PROXY_CONTAINER | INIT_CONTAINER));
+        if rebuilt {
+            let Outcome::Injected(injected) = self.inject(pod, ctx)? else {
+                // Decided above, from the same inputs.
+                return Err(not_pod("the injection decision changed"));
+            };
+            let patch = object_patch(pod, &injected);
+            let json = serde_json::to_vec(&patch).map_err(|e| Error::Parse {
+                what: "the admission patch".into(),
+                why: e.to_string(),
+            })?;
+            return Ok(AdmissionPatch::Patch {
+                json,
+                operations: patch.0.len(),
+            });
+        }
+        ann::validate(&annotations)?;
+        let settings = self.settings(&annotations)?;
+        let plan = self.plan(
+            pod,
+            ctx,
+            &settings,
+            &annotations,
+            &labels,
+            &Previous::default(),
+            (false, false),
+        )?;
+        let mut ops = Ops::new();
+        plan.write(pod, &mut ops)?;
+        let (json, operations) = ops.finish();
+        Ok(AdmissionPatch::Patch { json, operations })
+    }
+
+    /// Decides every change (see [`Plan`]). `pod` is the pod as it will be changed: stripped of a previous
+    /// injection and of user overrides of our containers, which `overridden` reports (proxy, init).
+    #[allow(clippy::too_many_arguments)]
+    fn plan<'a>(
+        &'a self,
+        pod: &Value,
+        ctx: &PodContext<'_>,
+        settings: &'a Settings,
+        annotations: &'a Labels,
+        labels: &Labels,
+        previous: &Previous,
+        overridden: (bool, bool),
+    ) -> Result<Plan<'a>, Error> {
+        let workload = ctx
+            .workload
+            .clone()
+            .unwrap_or_else(|| workload_of(pod, ctx));
+
+        // Probes of app containers and of users' native sidecars.
+        // Originals of rewritten probes by status-port path (a later one replaces an earlier one), as a
+        // list: a BTreeMap of Values would allocate a 1 KiB node for one or two entries.
+        let mut probers: Vec<(String, Value)> = Vec::new();
+        let mut rewrites = Vec::new();
+        if settings.rewrite_probes {
+            for list in ["containers", "initContainers"] {
+                for (index, c) in containers(pod, list).enumerate() {
+                    let native_sidecar =
+                        c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+                    if list == "containers" || native_sidecar {
+                        let fields = probes::rewritten_fields(
+                            c,
+                            settings.status_port,
+                            &previous.probers,
+                            &mut probers,
+                        );
+                        rewrites.extend(fields.into_iter().map(|(field, value)| Rewrite {
+                            list,
+                            index,
+                            field,
+                            value,
+                        }));
+                    }
+                }
+            }
+        }
+
+        let app_names: Vec<&str> = containers(pod, "containers")
+            .filter_map(|c| c.get("name").and_then(Value::as_str))
+            .collect();
+        let Some(first_app) = app_names.first().map(|s| s.to_string()) else {
+            return Err(not_pod("spec.containers is empty"));
+        };
+
+        let current_annotations = annotations;
+        let mut annotations_edit = MapEdit {
+            current: current_annotations,
+            set: Vec::new(),
+        };
+        let prometheus_env = self.merge_prometheus(
+            &mut annotations_edit,
+            current_annotations,
+            previous,
+            settings.status_port,
+        );
+        let mut proxy = self.proxy_container(
+            pod,
+            settings,
+            current_annotations,
+            labels,
+            &workload,
+            &app_names,
+        );
+        if !probers.is_empty() {
+            proxy.env.rest.push(EnvVar::value(
+                probes::APP_PROBERS_ENV,
+                probers_json(probers),
+            ));
+        }
+        if let Some(p) = prometheus_env {
+            proxy.env.rest.push(EnvVar::value(PROMETHEUS_ENV, p));
+        }
+        let init = (settings.mode != InterceptionMode::None)
+            .then(|| self.init_container(settings, current_annotations));
+
+        // What the status annotation lists: ours, not a user-supplied override (re-injection merges an
+        // override again instead of dropping it).
+        let (proxy_overridden, init_overridden) = overridden;
+        let mut status = SidecarStatus {
+            revision: self.revision().to_string(),
+            ..Default::default()
+        };
+        let mut init_names = Vec::new();
+        if init.is_some() && !init_overridden {
+            init_names.push(INIT_CONTAINER.to_string());
+        }
+        if settings.native {
+            if !proxy_overridden {
+                init_names.push(PROXY_CONTAINER.to_string());
+            }
+        } else {
+            status.containers = (!proxy_overridden).then(|| vec![PROXY_CONTAINER.to_string()]);
+        }
+        status.init_containers = (!init_names.is_empty()).then_some(init_names);
+
+        let replaced_volumes = containers(pod, "volumes")
+            .enumerate()
+            .filter(|(_, v)| VOLUMES.contains(&name_of(v)))
+            .map(|(i, _)| i)
+            .collect();
+        status.volumes = Some(VOLUMES.iter().map(|s| s.to_string()).collect());
+
+        let secrets = (!self.template.image_pull_secrets.is_empty()).then(|| {
+            let mut added: Vec<&'a str> = Vec::new();
+            for s in &self.template.image_pull_secrets {
+                let present = containers(pod, "imagePullSecrets").any(|x| name_of(x) == s)
+                    || added.contains(&s.as_str());
+                if !present {
+                    added.push(s);
+                }
+            }
+            added
+        });
+        if let Some(added) = secrets.as_ref().filter(|a| !a.is_empty()) {
+            status.image_pull_secrets = Some(added.iter().map(|s| s.to_string()).collect());
+        }
+
+        // Metadata.
+        annotations_edit.set(ann::REV, self.revision().to_string());
+        for key in [ann::DEFAULT_LOGS_CONTAINER, ann::DEFAULT_CONTAINER] {
+            annotations_edit.set_default(key, || first_app.clone());
+        }
+        for (k, v) in &self.template.injected_annotations {
+            annotations_edit.set_default(k, || v.clone());
+        }
+        let status_text = serde_json::to_string(&status).unwrap_or_default();
+        annotations_edit.set(ann::STATUS, status_text);
+
+        let canonical_name = labels
+            .get(ann::LABEL_CANONICAL_NAME)
+            .or_else(|| labels.get("app.kubernetes.io/name"))
+            .or_else(|| labels.get("app"))
+            .unwrap_or(&workload.name);
+        let canonical_revision = labels
+            .get(ann::LABEL_CANONICAL_REVISION)
+            .or_else(|| labels.get("app.kubernetes.io/version"))
+            .or_else(|| labels.get("version"))
+            .map_or("latest", String::as_str);
+        let mut labels_edit = MapEdit {
+            current: labels,
+            set: Vec::new(),
+        };
+        labels_edit.set_default(ann::LABEL_TLS_MODE, || "istio".to_string());
+        labels_edit.set(ann::LABEL_CANONICAL_NAME, canonical_label(canonical_name));
+        labels_edit.set(
+            ann::LABEL_CANONICAL_REVISION,
+            canonical_revision.to_string(),
+        );
+
+        Ok(Plan {
+            native: settings.native,
+            hold: settings.hold,
+            init,
+            proxy,
+            rewrites,
+            replaced_volumes,
+            volumes: Volume::all(
+                &self.template.token_audience,
+                &self.template.ca_root_config_map,
+            ),
+            secrets,
+            annotations: annotations_edit.set,
+            labels: labels_edit.set,
+        })
     }
 
     fn revision(&self) -> &str {
@@ -419,23 +563,20 @@ impl Injector {
     }
 
     /// istio-iptables' flags, in the order Istio's template writes them.
-    pub fn capture_args(
-        &self,
-        annotations: &Labels,
+    pub fn capture_args<'a>(
+        &'a self,
+        annotations: &'a Labels,
         mode: InterceptionMode,
         status_port: u16,
-    ) -> Vec<String> {
+    ) -> Vec<Cow<'a, str>> {
         let cap = &self.template.capture;
-        let get = |name: &str, default: &str| {
-            annotations
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| default.to_string())
+        let get = |name: &str, default: &'a str| -> Cow<'a, str> {
+            Cow::Borrowed(annotations.get(name).map_or(default, String::as_str))
         };
         let uid = if mode == InterceptionMode::Tproxy {
-            "1337".to_string()
+            Cow::Borrowed("1337")
         } else {
-            self.template.proxy.uid.to_string()
+            Cow::Owned(self.template.proxy.uid.to_string())
         };
         let excluded = exclude_inbound_port(
             status_port,
@@ -443,13 +584,15 @@ impl Injector {
         );
         let mut d = format!("{PROXY_PROMETHEUS_PORT},{PROXY_HEALTH_PORT}");
         if !excluded.is_empty() {
-            d = format!("{d},{excluded}");
+            d.push(',');
+            d.push_str(&excluded);
         }
-        let mut args: Vec<String> = vec![
+        let mut args: Vec<Cow<'a, str>> = Vec::with_capacity(24);
+        args.extend([
             "-p".into(),
-            cap.outbound_port.to_string(),
+            cap.outbound_port.to_string().into(),
             "-z".into(),
-            cap.inbound_port.to_string(),
+            cap.inbound_port.to_string().into(),
             "-u".into(),
             uid,
             "-m".into(),
@@ -467,8 +610,8 @@ impl Injector {
             "-b".into(),
             get(ann::INCLUDE_INBOUND_PORTS, &cap.include_inbound_ports),
             "-d".into(),
-            d,
-        ];
+            d.into(),
+        ]);
         if annotations.contains_key(ann::INCLUDE_OUTBOUND_PORTS)
             || !cap.include_outbound_ports.is_empty()
         {
@@ -492,16 +635,16 @@ impl Injector {
             .or_else(|| annotations.get(ann::KUBEVIRT_INTERFACES))
         {
             args.push("-k".into());
-            args.push(k.clone());
+            args.push(k.as_str().into());
         }
         if let Some(c) = annotations.get(ann::EXCLUDE_INTERFACES) {
             args.push("-c".into());
-            args.push(c.clone());
+            args.push(c.as_str().into());
         }
         args
     }
 
-    fn resources(&self, annotations: &Labels) -> Value {
+    fn resources<'a>(&'a self, annotations: &Labels) -> Cow<'a, Value> {
         let pick = |a: &str, b: &str| -> Map<String, Value> {
             [("cpu", a), ("memory", b)]
                 .iter()
@@ -513,7 +656,7 @@ impl Injector {
         let requests = pick(ann::PROXY_CPU, ann::PROXY_MEMORY);
         let limits = pick(ann::PROXY_CPU_LIMIT, ann::PROXY_MEMORY_LIMIT);
         if requests.is_empty() && limits.is_empty() {
-            return self.template.proxy.resources.clone();
+            return Cow::Borrowed(&self.template.proxy.resources);
         }
         // As in Istio: any resource annotation replaces the template's resources entirely.
         let mut r = Map::new();
@@ -523,96 +666,87 @@ impl Injector {
         if !limits.is_empty() {
             r.insert("limits".into(), Value::Object(limits));
         }
-        Value::Object(r)
+        Cow::Owned(Value::Object(r))
     }
 
-    fn init_container(&self, s: &Settings, annotations: &Labels) -> Value {
-        let mut c = json!({
-            "name": INIT_CONTAINER,
-            "image": self.template.init.image,
-            "command": self.template.init.command,
-            "args": self.capture_args(annotations, s.mode, s.status_port),
-            "resources": self.resources(annotations),
-            "securityContext": {
-                "allowPrivilegeEscalation": false,
-                "privileged": false,
-                "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
-                "readOnlyRootFilesystem": false,
-                "runAsGroup": 0,
-                "runAsNonRoot": false,
-                "runAsUser": 0,
-            },
-        });
-        if !self.template.proxy.image_pull_policy.is_empty() {
-            c["imagePullPolicy"] = json!(self.template.proxy.image_pull_policy);
+    fn init_container<'a>(&'a self, s: &'a Settings, annotations: &'a Labels) -> InitContainer<'a> {
+        InitContainer {
+            name: INIT_CONTAINER,
+            image: &self.template.init.image,
+            command: &self.template.init.command,
+            args: self.capture_args(annotations, s.mode, s.status_port),
+            resources: self.resources(annotations),
+            security_context: parts::INIT_SECURITY_CONTEXT,
+            image_pull_policy: &self.template.proxy.image_pull_policy,
+            env: (!s.proxy_config.proxy_metadata.is_empty())
+                .then(|| env_pairs(&s.proxy_config.proxy_metadata)),
         }
-        if !s.proxy_config.proxy_metadata.is_empty() {
-            c["env"] = env_pairs(&s.proxy_config.proxy_metadata);
-        }
-        c
     }
 
-    fn proxy_container(
-        &self,
+    fn proxy_container<'a>(
+        &'a self,
         pod: &Value,
-        s: &Settings,
-        annotations: &Labels,
+        s: &'a Settings,
+        annotations: &'a Labels,
         labels: &Labels,
         workload: &WorkloadMeta,
-        app_names: &[String],
-    ) -> Value {
+        app_names: &[&str],
+    ) -> ProxyContainer<'a> {
         let t = &self.template;
         let image = annotations
             .get(ann::PROXY_IMAGE)
             .filter(|i| i.contains('/'))
             .unwrap_or(&t.proxy.image);
-        let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
-        let resource = |r: &str| json!({"resourceFieldRef": {"resource": r, "divisor": "1"}});
-        let discovery = s.proxy_config.discovery_address.clone().unwrap_or_default();
-        let pod_ports: Vec<Value> = containers(pod, "containers")
+        let discovery = s.proxy_config.discovery_address.as_deref().unwrap_or("");
+        let pod_ports: Vec<&Value> = containers(pod, "containers")
             .filter(|c| name_of(c) != PROXY_CONTAINER)
-            .flat_map(|c| {
-                c.get("ports")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
+            .filter_map(|c| c.get("ports").and_then(Value::as_array))
+            .flatten()
             .collect();
+        let pod_ports = serde_json::to_string(&pod_ports).unwrap_or_default();
         let mesh_id = if t.mesh_id.is_empty() {
-            self.mesh.trust_domain.clone()
+            &self.mesh.trust_domain
         } else {
-            t.mesh_id.clone()
+            &t.mesh_id
         };
         let workload_name = labels
             .get(ann::LABEL_WORKLOAD_NAME)
-            .cloned()
-            .unwrap_or_else(|| workload.name.clone());
+            .unwrap_or(&workload.name)
+            .clone();
         let log_level = annotations
             .get(ann::LOG_LEVEL)
             .unwrap_or(&t.proxy.log_level);
         let component_log_level = annotations
             .get(ann::COMPONENT_LOG_LEVEL)
             .unwrap_or(&t.proxy.component_log_level);
-        let mut env = vec![
-            json!({"name": "DISCOVERY_ADDRESS", "value": discovery}),
-            json!({"name": "CA_ADDR", "value": discovery}),
-            json!({"name": "POD_NAME", "valueFrom": field("metadata.name")}),
-            json!({"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")}),
-            json!({"name": "INSTANCE_IP", "valueFrom": field("status.podIP")}),
-            json!({"name": "SERVICE_ACCOUNT", "valueFrom": field("spec.serviceAccountName")}),
-            json!({"name": "HOST_IP", "valueFrom": field("status.hostIP")}),
-            json!({"name": "ISTIO_CPU_LIMIT", "valueFrom": resource("limits.cpu")}),
-            json!({"name": "PROXY_CONFIG", "value": serde_json::to_string(&s.proxy_config).unwrap_or_default()}),
-            json!({"name": "PROXY_LOG_LEVEL", "value": log_level}),
-            json!({"name": "PROXY_COMPONENT_LOG_LEVEL", "value": component_log_level}),
-            json!({"name": "CLUSTER_DOMAIN", "value": t.cluster_domain}),
-            json!({"name": "ISTIO_META_POD_PORTS", "value": Value::Array(pod_ports).to_string()}),
-            json!({"name": "ISTIO_META_APP_CONTAINERS", "value": app_names.iter().filter(|n| *n != PROXY_CONTAINER).cloned().collect::<Vec<_>>().join(",")}),
-            json!({"name": "ISTIO_META_CLUSTER_ID", "value": t.cluster_id}),
-            json!({"name": "ISTIO_META_NODE_NAME", "valueFrom": field("spec.nodeName")}),
-            json!({"name": "ISTIO_META_INTERCEPTION_MODE", "value": s.mode.as_str()}),
-            json!({"name": "ISTIO_META_WORKLOAD_NAME", "value": workload_name}),
+        let app_containers = app_names
+            .iter()
+            .filter(|n| **n != PROXY_CONTAINER)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
+        let proxy_config = serde_json::to_string(&s.proxy_config).unwrap_or_default();
+        let fixed = [
+            EnvVar::value("DISCOVERY_ADDRESS", discovery),
+            EnvVar::value("CA_ADDR", discovery),
+            EnvVar::field("POD_NAME", "metadata.name"),
+            EnvVar::field("POD_NAMESPACE", "metadata.namespace"),
+            EnvVar::field("INSTANCE_IP", "status.podIP"),
+            EnvVar::field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            EnvVar::field("HOST_IP", "status.hostIP"),
+            EnvVar::resource("ISTIO_CPU_LIMIT", "limits.cpu"),
+            EnvVar::value("PROXY_CONFIG", proxy_config),
+            EnvVar::value("PROXY_LOG_LEVEL", log_level.as_str()),
+            EnvVar::value("PROXY_COMPONENT_LOG_LEVEL", component_log_level.as_str()),
+            EnvVar::value("CLUSTER_DOMAIN", t.cluster_domain.as_str()),
+            EnvVar::value("ISTIO_META_POD_PORTS", pod_ports),
+            EnvVar::value("ISTIO_META_APP_CONTAINERS", app_containers),
+            EnvVar::value("ISTIO_META_CLUSTER_ID", t.cluster_id.as_str()),
+            EnvVar::field("ISTIO_META_NODE_NAME", "spec.nodeName"),
+            EnvVar::value("ISTIO_META_INTERCEPTION_MODE", s.mode.as_str()),
+            EnvVar::value("ISTIO_META_WORKLOAD_NAME", workload_name),
         ];
+        let mut rest = Vec::with_capacity(8 + s.proxy_config.proxy_metadata.len());
         if !workload.kind.is_empty() && !workload.api_version.is_empty() {
             let owner = format!(
                 "kubernetes://apis/{}/namespaces/{}/{}s/{}",
@@ -621,13 +755,15 @@ impl Injector {
                 workload.kind.to_ascii_lowercase(),
                 workload.name
             );
-            env.push(json!({"name": "ISTIO_META_OWNER", "value": owner}));
+            rest.push(EnvVar::value("ISTIO_META_OWNER", owner));
         }
-        env.push(json!({"name": "ISTIO_META_MESH_ID", "value": mesh_id}));
-        env.push(json!({"name": "TRUST_DOMAIN", "value": self.mesh.trust_domain}));
-        if let Value::Array(extra) = env_pairs(&s.proxy_config.proxy_metadata) {
-            env.extend(extra);
-        }
+        rest.push(EnvVar::value("ISTIO_META_MESH_ID", mesh_id.as_str()));
+        rest.push(EnvVar::value(
+            "TRUST_DOMAIN",
+            self.mesh.trust_domain.as_str(),
+        ));
+        rest.extend(env_pairs(&s.proxy_config.proxy_metadata));
+        let env = Env { fixed, rest };
 
         let tproxy = s.mode == InterceptionMode::Tproxy;
         let bind = annotations
@@ -641,55 +777,33 @@ impl Injector {
         if bind {
             add.push("NET_BIND_SERVICE");
         }
-        let mut caps = json!({"drop": ["ALL"]});
-        if !add.is_empty() {
-            caps["add"] = json!(add);
-        }
         let (non_root, user) = if add.is_empty() {
             (true, t.proxy.uid)
         } else {
             (false, 0)
         };
-        let mut c = json!({
-            "name": PROXY_CONTAINER,
-            "image": image,
-            "command": t.proxy.command,
-            "args": t.proxy.args,
-            "ports": [{"containerPort": PROXY_PROMETHEUS_PORT, "protocol": "TCP", "name": "http-envoy-prom"}],
-            "env": env,
-            "resources": self.resources(annotations),
-            "securityContext": {
-                "allowPrivilegeEscalation": false,
-                "capabilities": caps,
-                "privileged": false,
-                "readOnlyRootFilesystem": true,
-                "runAsNonRoot": non_root,
-                "runAsUser": user,
-                "runAsGroup": t.proxy.gid,
-            },
-            "volumeMounts": [
-                {"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"},
-                {"name": "credential-socket", "mountPath": "/var/run/secrets/credential-uds"},
-                {"name": "workload-certs", "mountPath": "/var/run/secrets/workload-spiffe-credentials"},
-                {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"},
-                {"name": "istio-data", "mountPath": "/var/lib/istio/data"},
-                {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
-                {"name": "istio-token", "mountPath": "/var/run/secrets/tokens"},
-                {"name": "istio-podinfo", "mountPath": "/etc/istio/pod"},
-            ],
-        });
-        if !t.proxy.image_pull_policy.is_empty() {
-            c["imagePullPolicy"] = json!(t.proxy.image_pull_policy);
-        }
-        if s.native {
-            c["restartPolicy"] = json!("Always");
-        }
-        if s.hold {
-            c["lifecycle"] = json!({"postStart": {"exec": {"command": t.proxy.wait_command}}});
+        let lifecycle = if s.hold {
+            Some(Lifecycle {
+                post_start: Some(ExecHandler {
+                    exec: ExecCommand {
+                        command: &t.proxy.wait_command,
+                    },
+                }),
+                pre_stop: None,
+            })
         } else if s.native {
-            c["lifecycle"] = json!({"preStop": {"exec": {"command": t.proxy.drain_command}}});
-        }
-        if s.status_port != 0 {
+            Some(Lifecycle {
+                post_start: None,
+                pre_stop: Some(ExecHandler {
+                    exec: ExecCommand {
+                        command: &t.proxy.drain_command,
+                    },
+                }),
+            })
+        } else {
+            None
+        };
+        let (readiness_probe, startup_probe) = if s.status_port != 0 {
             let num = |name: &str, default: u32| {
                 annotations
                     .get(name)
@@ -697,51 +811,63 @@ impl Injector {
                     .unwrap_or(default)
             };
             let r = &t.proxy.readiness;
-            c["readinessProbe"] = json!({
-                "httpGet": {"path": "/healthz/ready", "port": PROXY_HEALTH_PORT},
-                "initialDelaySeconds": num(ann::READINESS_INITIAL_DELAY, r.initial_delay_seconds),
-                "periodSeconds": num(ann::READINESS_PERIOD, r.period_seconds),
-                "timeoutSeconds": 3,
-                "failureThreshold": num(ann::READINESS_FAILURE_THRESHOLD, r.failure_threshold),
+            let ready = || HttpGet {
+                path: "/healthz/ready",
+                port: PROXY_HEALTH_PORT,
+            };
+            let readiness = Probe {
+                http_get: ready(),
+                initial_delay_seconds: num(ann::READINESS_INITIAL_DELAY, r.initial_delay_seconds),
+                period_seconds: num(ann::READINESS_PERIOD, r.period_seconds),
+                timeout_seconds: 3,
+                failure_threshold: num(ann::READINESS_FAILURE_THRESHOLD, r.failure_threshold),
+            };
+            let startup = t.proxy.startup_probe.enabled.then(|| Probe {
+                http_get: ready(),
+                initial_delay_seconds: 0,
+                period_seconds: 1,
+                timeout_seconds: 3,
+                failure_threshold: t.proxy.startup_probe.failure_threshold,
             });
-            if t.proxy.startup_probe.enabled {
-                c["startupProbe"] = json!({
-                    "httpGet": {"path": "/healthz/ready", "port": PROXY_HEALTH_PORT},
-                    "initialDelaySeconds": 0,
-                    "periodSeconds": 1,
-                    "timeoutSeconds": 3,
-                    "failureThreshold": t.proxy.startup_probe.failure_threshold,
-                });
-            }
+            (Some(readiness), startup)
+        } else {
+            (None, None)
+        };
+        ProxyContainer {
+            name: PROXY_CONTAINER,
+            image,
+            command: &t.proxy.command,
+            args: &t.proxy.args,
+            ports: [ContainerPort {
+                container_port: PROXY_PROMETHEUS_PORT,
+                protocol: "TCP",
+                name: "http-envoy-prom",
+            }],
+            env,
+            resources: self.resources(annotations),
+            security_context: ProxySecurityContext {
+                allow_privilege_escalation: false,
+                capabilities: Capabilities { drop: ["ALL"], add },
+                privileged: false,
+                read_only_root_filesystem: true,
+                run_as_non_root: non_root,
+                run_as_user: user,
+                run_as_group: t.proxy.gid,
+            },
+            volume_mounts: &parts::PROXY_MOUNTS,
+            image_pull_policy: &t.proxy.image_pull_policy,
+            restart_policy: s.native.then_some("Always"),
+            lifecycle,
+            readiness_probe,
+            startup_probe,
         }
-        c
-    }
-
-    fn volumes(&self) -> Vec<Value> {
-        vec![
-            json!({"name": "workload-socket", "emptyDir": {}}),
-            json!({"name": "credential-socket", "emptyDir": {}}),
-            json!({"name": "workload-certs", "emptyDir": {}}),
-            json!({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}),
-            json!({"name": "istio-data", "emptyDir": {}}),
-            json!({"name": "istio-podinfo", "downwardAPI": {"items": [
-                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-                {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
-            ]}}),
-            json!({"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
-                "path": "istio-token",
-                "expirationSeconds": 43200,
-                "audience": self.template.token_audience,
-            }}]}}),
-            json!({"name": "istiod-ca-cert", "configMap": {"name": self.template.ca_root_config_map}}),
-        ]
     }
 
     /// Points the pod's Prometheus annotations at the proxy's merged endpoint, remembering the app's own
     /// (returned, for the proxy env) so the proxy can scrape the app and re-injection can restore them.
     fn merge_prometheus(
         &self,
-        pod: &mut Value,
+        edit: &mut MapEdit<'_, '_>,
         annotations: &Labels,
         previous: &Previous,
         status_port: u16,
@@ -757,8 +883,6 @@ impl Injector {
             return None;
         }
         let target = status_port.to_string();
-        let meta = pod.get_mut("metadata").and_then(Value::as_object_mut)?;
-        let anns = object_entry(meta, "annotations");
         let keys = [
             ann::PROMETHEUS_SCRAPE,
             ann::PROMETHEUS_PATH,
@@ -766,17 +890,220 @@ impl Injector {
         ];
         let original: Map<String, Value> = keys
             .iter()
-            .filter_map(|k| anns.get(*k).map(|v| ((*k).to_string(), v.clone())))
+            .filter_map(|k| {
+                annotations
+                    .get(*k)
+                    .map(|v| ((*k).to_string(), Value::String(v.clone())))
+            })
             .collect();
         let recorded = previous.prometheus.clone().or_else(|| {
-            let ours =
-                anns.get(ann::PROMETHEUS_PORT).and_then(Value::as_str) == Some(target.as_str());
+            let ours = annotations.get(ann::PROMETHEUS_PORT) == Some(&target);
             (!original.is_empty() && !ours).then(|| Value::Object(original).to_string())
         });
-        anns.insert(ann::PROMETHEUS_PORT.into(), json!(target));
-        anns.insert(ann::PROMETHEUS_PATH.into(), json!(MERGED_METRICS_PATH));
-        anns.insert(ann::PROMETHEUS_SCRAPE.into(), json!("true"));
+        edit.set(ann::PROMETHEUS_PORT, target);
+        edit.set(ann::PROMETHEUS_PATH, MERGED_METRICS_PATH.to_string());
+        edit.set(ann::PROMETHEUS_SCRAPE, "true".to_string());
         recorded
+    }
+}
+
+impl Plan<'_> {
+    /// The items added to `initContainers` and `containers`: (front, back) of each.
+    fn container_items(&self) -> [(Vec<Item<'_, '_>>, Vec<Item<'_, '_>>); 2] {
+        let init = self.init.as_ref().map(Item::Init);
+        let proxy = Item::Proxy(&self.proxy);
+        if self.native {
+            // istio-init, then istio-proxy, then users' init containers; app containers unchanged.
+            let front = init.into_iter().chain([proxy]).collect();
+            [(front, Vec::new()), (Vec::new(), Vec::new())]
+        } else if self.hold {
+            [
+                (Vec::new(), init.into_iter().collect()),
+                (vec![proxy], Vec::new()),
+            ]
+        } else {
+            [
+                (Vec::new(), init.into_iter().collect()),
+                (Vec::new(), vec![proxy]),
+            ]
+        }
+    }
+
+    fn secret_items(&self) -> Option<Vec<Item<'_, '_>>> {
+        self.secrets
+            .as_ref()
+            .map(|s| s.iter().map(|name| Item::Secret(name)).collect())
+    }
+
+    /// Performs the plan on `pod` (the pod it was made from, already shaped by `inject`: an object with a
+    /// `spec` and `metadata` objects). A user's override of our container replaces fields of ours.
+    fn apply(
+        self,
+        pod: &mut Value,
+        proxy_override: Option<Value>,
+        init_override: Option<Value>,
+    ) -> Result<(), Error> {
+        let to_value = |item: &Item<'_, '_>| {
+            serde_json::to_value(item).map_err(|e| Error::Parse {
+                what: "an injected container".into(),
+                why: e.to_string(),
+            })
+        };
+        let overridden = |item: &Item<'_, '_>| -> Result<Value, Error> {
+            let mut v = to_value(item)?;
+            match item {
+                Item::Proxy(_) => {
+                    if let Some(o) = proxy_override.clone() {
+                        merge_override(&mut v, o);
+                    }
+                }
+                Item::Init(_) => {
+                    if let Some(o) = init_override.clone() {
+                        merge_override(&mut v, o);
+                    }
+                }
+                Item::Volume(_) | Item::Secret(_) => {}
+            }
+            Ok(v)
+        };
+        let spec = pod
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| not_pod("spec is not an object"))?;
+        for r in &self.rewrites {
+            if let Some(c) = spec
+                .get_mut(r.list)
+                .and_then(Value::as_array_mut)
+                .and_then(|l| l.get_mut(r.index))
+                .and_then(Value::as_object_mut)
+            {
+                c.insert(r.field.to_string(), r.value.clone());
+            }
+        }
+        let [(init_front, init_back), (app_front, app_back)] = self.container_items();
+        for (key, front, back) in [
+            ("initContainers", init_front, init_back),
+            ("containers", app_front, app_back),
+        ] {
+            let mut list: Vec<Value> = front.iter().map(overridden).collect::<Result<_, _>>()?;
+            list.append(&mut take_list(spec, key));
+            for item in &back {
+                list.push(overridden(item)?);
+            }
+            put_list(spec, key, list);
+        }
+
+        let mut volumes = take_list(spec, "volumes");
+        volumes.retain(|v| !VOLUMES.contains(&name_of(v)));
+        for v in &self.volumes {
+            volumes.push(to_value(&Item::Volume(v))?);
+        }
+        put_list(spec, "volumes", volumes);
+
+        if let Some(items) = self.secret_items() {
+            let mut secrets = take_list(spec, "imagePullSecrets");
+            for item in &items {
+                secrets.push(to_value(item)?);
+            }
+            put_list(spec, "imagePullSecrets", secrets);
+        }
+
+        let meta = pod
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| not_pod("metadata is not an object"))?;
+        for (key, edits) in [("annotations", &self.annotations), ("labels", &self.labels)] {
+            let map = object_entry(meta, key);
+            for (k, v) in edits {
+                map.insert((*k).to_string(), Value::String(v.clone()));
+            }
+            // Sorted, as the API server returns maps, so output is stable across re-injection.
+            map.sort_keys();
+        }
+        Ok(())
+    }
+
+    /// Writes the plan as RFC 6902 operations against `pod`, the unmodified pod it was made from (no
+    /// previous injection, no override of our containers): field replacements first (at the pod's own
+    /// indices), then removals from the end, then insertions.
+    fn write(&self, pod: &Value, ops: &mut Ops) -> Result<(), Error> {
+        let spec = pod
+            .get("spec")
+            .and_then(Value::as_object)
+            .ok_or_else(|| not_pod("spec is not an object"))?;
+        for r in &self.rewrites {
+            ops.replace(
+                &format!("/spec/{}/{}/{}", r.list, r.index, r.field),
+                &r.value,
+            )?;
+        }
+        let [(init_front, init_back), (app_front, app_back)] = self.container_items();
+        write_list(spec, "initContainers", &[], &init_front, &init_back, ops)?;
+        write_list(spec, "containers", &[], &app_front, &app_back, ops)?;
+        let volumes: Vec<Item<'_, '_>> = self.volumes.iter().map(Item::Volume).collect();
+        write_list(spec, "volumes", &self.replaced_volumes, &[], &volumes, ops)?;
+        if let Some(items) = self.secret_items() {
+            write_list(spec, "imagePullSecrets", &[], &[], &items, ops)?;
+        }
+
+        let sorted = |edits: &[(&str, String)]| -> BTreeMap<String, String> {
+            edits
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect()
+        };
+        let Some(meta) = pod.get("metadata").and_then(Value::as_object) else {
+            let mut meta = Map::new();
+            meta.insert("annotations".into(), json!(sorted(&self.annotations)));
+            meta.insert("labels".into(), json!(sorted(&self.labels)));
+            return ops.add("/metadata", &meta);
+        };
+        for (key, edits) in [("annotations", &self.annotations), ("labels", &self.labels)] {
+            match meta.get(key).and_then(Value::as_object) {
+                Some(current) => {
+                    for (k, v) in edits {
+                        if current.get(*k).and_then(Value::as_str) != Some(v.as_str()) {
+                            ops.add(&format!("/metadata/{key}/{}", ops::escape(k)), v)?;
+                        }
+                    }
+                }
+                None => ops.add(&format!("/metadata/{key}"), &sorted(edits))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Operations turning the list `spec[key]` into `front + (list without removed) + back`. A list that is
+/// absent (or not a list) is written whole, as `inject` does.
+fn write_list(
+    spec: &Map<String, Value>,
+    key: &str,
+    removed: &[usize],
+    front: &[Item<'_, '_>],
+    back: &[Item<'_, '_>],
+    ops: &mut Ops,
+) -> Result<(), Error> {
+    match spec.get(key) {
+        Some(Value::Array(_)) => {
+            for i in removed.iter().rev() {
+                ops.remove(&format!("/spec/{key}/{i}"))?;
+            }
+            for (i, item) in front.iter().enumerate() {
+                ops.add(&format!("/spec/{key}/{i}"), item)?;
+            }
+            let end = format!("/spec/{key}/-");
+            for item in back {
+                ops.add(&end, item)?;
+            }
+            Ok(())
+        }
+        existing => {
+            if existing.is_some() || !front.is_empty() || !back.is_empty() {
+                ops.add(&format!("/spec/{key}"), &Chain(front, back))?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -1052,6 +1379,28 @@ fn not_pod(why: &str) -> Error {
     }
 }
 
+/// What injection needs of a pod before anything else: an object with a `spec` object.
+fn check_shape(pod: &Value) -> Result<(), Error> {
+    let root = pod
+        .as_object()
+        .ok_or_else(|| not_pod("the object is not a JSON object"))?;
+    if !root.get("spec").is_some_and(Value::is_object) {
+        return Err(not_pod("spec is missing or not an object"));
+    }
+    Ok(())
+}
+
+/// The pod's labels and annotations.
+fn labels_and_annotations(pod: &Value) -> Result<(Labels, Labels), Error> {
+    let meta = pod.get("metadata");
+    let labels = string_map(meta.and_then(|m| m.get("labels")), "metadata.labels")?;
+    let annotations = string_map(
+        meta.and_then(|m| m.get("annotations")),
+        "metadata.annotations",
+    )?;
+    Ok((labels, annotations))
+}
+
 /// A `map[string]string` field; absent or null is empty, anything else that is not strings is an error.
 pub fn string_map(v: Option<&Value>, field: &str) -> Result<Labels, Error> {
     match v {
@@ -1082,26 +1431,31 @@ fn env_value(container: &Value, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn env_pairs(m: &BTreeMap<String, String>) -> Value {
-    Value::Array(
-        m.iter()
-            .map(|(k, v)| json!({"name": k, "value": v}))
-            .collect(),
-    )
+/// The `ISTIO_KUBE_APP_PROBERS` value: a JSON object sorted by path; of two originals recorded for one path,
+/// the later wins (as inserting into a map would).
+fn probers_json(mut probers: Vec<(String, Value)>) -> String {
+    struct Sorted<'x>(&'x [(String, Value)]);
+    impl serde::Serialize for Sorted<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        }
+    }
+    probers.reverse();
+    probers.sort_by(|a, b| a.0.cmp(&b.0));
+    probers.dedup_by(|dup, kept| dup.0 == kept.0);
+    serde_json::to_string(&Sorted(&probers)).unwrap_or_default()
+}
+
+fn env_pairs(m: &BTreeMap<String, String>) -> Vec<EnvVar<'_>> {
+    m.iter()
+        .map(|(k, v)| EnvVar::value(k.as_str(), v.as_str()))
+        .collect()
 }
 
 fn containers<'a>(pod: &'a Value, list: &str) -> impl Iterator<Item = &'a Value> {
     pod.get("spec")
         .and_then(|s| s.get(list))
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-}
-
-fn containers_mut<'a>(pod: &'a mut Value, list: &str) -> impl Iterator<Item = &'a mut Value> {
-    pod.get_mut("spec")
-        .and_then(|s| s.get_mut(list))
-        .and_then(Value::as_array_mut)
         .into_iter()
         .flatten()
 }
@@ -1120,15 +1474,6 @@ fn put_list(spec: &mut Map<String, Value>, key: &str, items: Vec<Value>) {
         return;
     }
     spec.insert(key.to_string(), Value::Array(items));
-}
-
-/// Maps in sorted key order, as the API server returns them, so output is stable across re-injection.
-fn sort_map(m: &mut Map<String, Value>, key: &str) {
-    if let Some(Value::Object(inner)) = m.get_mut(key) {
-        let mut entries: Vec<(String, Value)> = std::mem::take(inner).into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        inner.extend(entries);
-    }
 }
 
 fn object_entry<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {

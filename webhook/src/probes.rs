@@ -37,45 +37,59 @@ pub fn rewrite_container(
     previous: &Probers,
     out: &mut Probers,
 ) {
-    let Some(name) = container
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
-        return;
-    };
-    let ports = container.get("ports").cloned().unwrap_or(Value::Null);
-    for (field, suffix) in PROBES {
-        if let Some(probe) = container.get_mut(field) {
-            rewrite_handler(
-                probe,
-                &health_path(&name, suffix),
-                status_port,
-                &ports,
-                true,
-                previous,
-                out,
-            );
-        }
-    }
-    for (field, suffix) in HOOKS {
-        if let Some(hook) = container
-            .get_mut("lifecycle")
-            .and_then(|l| l.get_mut(field))
-        {
-            rewrite_handler(
-                hook,
-                &lifecycle_path(&name, suffix),
-                status_port,
-                &ports,
-                false,
-                previous,
-                out,
-            );
+    let changed = rewritten_fields(container, status_port, previous, out);
+    if let Some(obj) = container.as_object_mut() {
+        for (field, value) in changed {
+            obj.insert(field.to_string(), value);
         }
     }
 }
 
+/// What [`rewrite_container`] changes, without changing the container: the new values of the probe fields
+/// (`livenessProbe`, `readinessProbe`, `startupProbe`) and of `lifecycle` that are rewritten. Originals are
+/// are added to `out` as by `rewrite_container` (any map or list of pairs; a later pair replaces an earlier one
+/// of the same path).
+pub fn rewritten_fields(
+    container: &Value,
+    status_port: u16,
+    previous: &Probers,
+    out: &mut impl Extend<(String, Value)>,
+) -> Vec<(&'static str, Value)> {
+    let mut changed = Vec::new();
+    let Some(name) = container.get("name").and_then(Value::as_str) else {
+        return changed;
+    };
+    let no_ports = Value::Null;
+    let ports = container.get("ports").unwrap_or(&no_ports);
+    for (field, suffix) in PROBES {
+        if let Some(probe) = container.get(field) {
+            let mut probe = probe.clone();
+            let path = health_path(name, suffix);
+            if rewrite_handler(&mut probe, &path, status_port, ports, true, previous, out) {
+                changed.push((field, probe));
+            }
+        }
+    }
+    if let Some(lifecycle) = container
+        .get("lifecycle")
+        .filter(|l| HOOKS.iter().any(|(field, _)| l.get(field).is_some()))
+    {
+        let mut lifecycle = lifecycle.clone();
+        let mut any = false;
+        for (field, suffix) in HOOKS {
+            if let Some(hook) = lifecycle.get_mut(field) {
+                let path = lifecycle_path(name, suffix);
+                any |= rewrite_handler(hook, &path, status_port, ports, false, previous, out);
+            }
+        }
+        if any {
+            changed.push(("lifecycle", lifecycle));
+        }
+    }
+    changed
+}
+
+/// Points one probe or hook at the status port; true when it was changed.
 fn rewrite_handler(
     probe: &mut Value,
     path: &str,
@@ -83,17 +97,17 @@ fn rewrite_handler(
     ports: &Value,
     grpc_allowed: bool,
     previous: &Probers,
-    out: &mut Probers,
-) {
+    out: &mut impl Extend<(String, Value)>,
+) -> bool {
     let Some(obj) = probe.as_object_mut() else {
-        return;
+        return false;
     };
     if points_at(obj, path, status_port) {
         // Rewritten by an earlier injection: carry its original forward.
         if let Some(orig) = previous.get(path) {
-            out.insert(path.to_string(), orig.clone());
+            out.extend([(path.to_string(), orig.clone())]);
         }
-        return;
+        return false;
     }
     let kinds: &[&str] = if grpc_allowed {
         &["httpGet", "tcpSocket", "grpc"]
@@ -101,14 +115,14 @@ fn rewrite_handler(
         &["httpGet", "tcpSocket"]
     };
     let Some(kind) = kinds.iter().find(|k| obj.contains_key(**k)) else {
-        return; // exec probes run inside the container and need nothing.
+        return false; // exec probes run inside the container and need nothing.
     };
     let mut handler = obj.get(*kind).cloned().unwrap_or(Value::Null);
     // A named port is resolved now: the proxy does not know the container's port names.
     if let Some(port) = handler.get_mut("port") {
         match resolve_port(port, ports) {
             Some(n) => *port = json!(n),
-            None => return, // unresolvable: leave the probe alone rather than break it.
+            None => return false, // unresolvable: leave the probe alone rather than break it.
         }
     }
     let mut original = Map::new();
@@ -116,7 +130,7 @@ fn rewrite_handler(
     if let Some(t) = obj.get("timeoutSeconds") {
         original.insert("timeoutSeconds".to_string(), t.clone());
     }
-    out.insert(path.to_string(), Value::Object(original));
+    out.extend([(path.to_string(), Value::Object(original))]);
     for k in kinds {
         obj.remove(*k);
     }
@@ -124,6 +138,7 @@ fn rewrite_handler(
         "httpGet".to_string(),
         json!({ "path": path, "port": status_port }),
     );
+    true
 }
 
 fn points_at(obj: &Map<String, Value>, path: &str, status_port: u16) -> bool {

@@ -8,7 +8,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::inject::{Injector, Outcome, PodContext};
+use crate::inject::{AdmissionPatch, Injector, PodContext};
 use crate::validate;
 
 /// What happened to one review, for metrics.
@@ -206,12 +206,16 @@ pub fn handle_inject(
         namespace_labels: None,
         workload: None,
     };
-    match injector.patch(pod, &ctx) {
-        Ok((Outcome::Injected(_), patch)) => (
-            AdmissionResponse::allow(uid).with_patch(&patch),
-            Verdict::Success,
-        ),
-        Ok((Outcome::Skipped(reason), _)) => {
+    match injector.admission_patch(pod, &ctx) {
+        Ok(AdmissionPatch::Patch { json, operations }) => {
+            let mut response = AdmissionResponse::allow(uid);
+            if operations > 0 {
+                response.patch_type = Some("JSONPatch");
+                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+            }
+            (response, Verdict::Success)
+        }
+        Ok(AdmissionPatch::Skipped(reason)) => {
             tracing::debug!(uid, %reason, "injection skipped");
             (AdmissionResponse::allow(uid), Verdict::Skip)
         }

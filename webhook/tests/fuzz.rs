@@ -1,14 +1,17 @@
 //! Fuzz-style test of the AdmissionReview path, bounded so that it runs in every `cargo test`: random JSON and
 //! mutations of valid reviews (pods and Istio objects) from a seeded RNG go through `review::respond` for
 //! `/inject` and `/validate`. Nothing may panic; every answer is HTTP 200 or 400 with a JSON AdmissionReview;
-//! a 200 injection patch must apply to the object it was computed from. (cargo-fuzz needs a nightly
-//! toolchain, which this project does not have; `HALYARD_FUZZ_ITERATIONS` runs longer locally.)
+//! a 200 injection patch must apply to the object it was computed from and give the same pod as
+//! `Injector::inject` (kube-inject's path), which checks the admission patch writer against it. (cargo-fuzz
+//! needs a nightly toolchain, which this project does not have; `HALYARD_FUZZ_ITERATIONS` runs longer
+//! locally.)
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use base64::Engine;
-use halyard_webhook::Injector;
+use halyard_webhook::inject::PodContext;
 use halyard_webhook::review::{self, Verdict};
+use halyard_webhook::{Injector, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
@@ -222,6 +225,18 @@ fn check(body: &[u8], injector: &Injector) {
             let request: Value = serde_json::from_slice(body).unwrap();
             let mut object = request["request"]["object"].clone();
             json_patch::patch(&mut object, &patch).expect("patch applies");
+            // And gives the pod the injector builds (kube-inject's path) from the same object.
+            let namespace = request["request"]["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty());
+            let ctx = PodContext {
+                namespace,
+                ..Default::default()
+            };
+            match injector.inject(&request["request"]["object"], &ctx) {
+                Ok(Outcome::Injected(expected)) => assert_eq!(object, expected),
+                other => panic!("a patch was sent, but injection gives {other:?}"),
+            }
         }
     }
 }

@@ -158,13 +158,57 @@ fn goldens_are_idempotent() {
     }
 }
 
+/// Every pod of a document: a Pod, the pod template of a workload, the pods of a List.
+fn pods_of(doc: &Value, out: &mut Vec<Value>) {
+    let namespace = doc["metadata"]["namespace"].clone();
+    let template = match doc["kind"].as_str().unwrap_or("") {
+        "Pod" => {
+            out.push(doc.clone());
+            return;
+        }
+        "List" => {
+            for item in doc["items"].as_array().into_iter().flatten() {
+                pods_of(item, out);
+            }
+            return;
+        }
+        "CronJob" => doc.pointer("/spec/jobTemplate/spec/template"),
+        _ => doc.pointer("/spec/template"),
+    };
+    if let Some(mut pod) = template.filter(|t| t.is_object()).cloned() {
+        if namespace.is_string() && pod["metadata"].is_object() {
+            pod["metadata"]["namespace"] = namespace;
+        }
+        out.push(pod);
+    }
+}
+
+/// Whether a pod is injected from scratch: no previous injection, no user container named like ours.
+fn fresh(pod: &Value) -> bool {
+    let named = |list: &str, names: &[&str]| {
+        pod["spec"][list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| names.contains(&c["name"].as_str().unwrap_or("")))
+    };
+    pod["metadata"]["annotations"]["sidecar.istio.io/status"].is_null()
+        && !named("containers", &["istio-proxy"])
+        && !named("initContainers", &["istio-proxy", "istio-init"])
+}
+
 #[test]
 fn admission_patch_matches_kube_inject() {
+    let mut checked = 0;
     for input in inputs() {
         let injector = injector_for(&input);
         let text = std::fs::read_to_string(&input).unwrap();
         let (labels, rest) = namespace_labels(&text);
-        for pod in docs(&rest).into_iter().filter(|d| d["kind"] == "Pod") {
+        let mut pods = Vec::new();
+        for doc in docs(&rest) {
+            pods_of(&doc, &mut pods);
+        }
+        for pod in pods {
             let ns = pod["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or("default")
@@ -175,6 +219,11 @@ fn admission_patch_matches_kube_inject() {
                 workload: None,
             };
             let Ok((outcome, patch)) = injector.patch(&pod, &ctx) else {
+                assert!(
+                    injector.inject(&pod, &ctx).is_err(),
+                    "{}: the patch fails, the injection does not",
+                    input.display()
+                );
                 continue;
             };
             let mut patched = pod.clone();
@@ -183,8 +232,23 @@ fn admission_patch_matches_kube_inject() {
                 Outcome::Injected(expected) => assert_eq!(patched, expected, "{}", input.display()),
                 Outcome::Skipped(_) => assert_eq!(patched, pod, "{}", input.display()),
             }
+            // A fresh injection leaves the pod's own list items alone: it adds to the lists, never
+            // rewrites them whole.
+            if fresh(&pod) {
+                for op in &patch.0 {
+                    let path = op.path().to_string();
+                    let list = path.strip_prefix("/spec/").unwrap_or("");
+                    assert!(
+                        !pod["spec"][list].is_array(),
+                        "{}: {path} is replaced whole",
+                        input.display()
+                    );
+                }
+            }
+            checked += 1;
         }
     }
+    assert!(checked >= 40, "only {checked} pods checked");
 }
 
 #[test]
