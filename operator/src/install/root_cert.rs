@@ -358,10 +358,14 @@ async fn refresh_root(client: Client, ctx: Arc<RootCertContext>, mut stop: watch
         if let Err(e) = ctx.refresh().await {
             warn!(error = %e, "reading the mesh root certificate");
         }
-        tokio::select! {
+        let ended = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = installs.next() => {}
-            _ = tokio::time::sleep(ctx.opts.root_poll) => {}
+            event = installs.next() => event.is_none(),
+            _ = tokio::time::sleep(ctx.opts.root_poll) => false,
+        };
+        if ended {
+            // The watch ended (it should not, with back-off): fall back to polling.
+            tokio::time::sleep(ctx.opts.root_poll).await;
         }
     }
 }
