@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -75,15 +77,67 @@ pub async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     h.opened();
     let (dr, dw) = tokio::io::split(down);
     let (ur, uw) = up.into_split();
+    let started = Instant::now();
+    let last = AtomicU64::new(0);
+    let touch = || {
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        last.store(ns, Ordering::Relaxed);
+    };
     // Counters move as bytes flow, so long-lived connections show up in metrics before they end.
-    let res = tokio::try_join!(
-        pump(dr, uw, |n| h.bytes(0, n)),
-        pump(ur, dw, |n| h.bytes(n, 0)),
-    );
-    if let Err(e) = res {
-        tracing::debug!(error = %e, %addr, "tcp proxy ended with error");
+    let copy = async {
+        tokio::try_join!(
+            pump(dr, uw, |n| {
+                touch();
+                h.bytes(0, n)
+            }),
+            pump(ur, dw, |n| {
+                touch();
+                h.bytes(n, 0)
+            }),
+        )
+    };
+    let pool = &cluster.pool;
+    tokio::select! {
+        res = copy => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, %addr, "tcp proxy ended with error");
+            }
+        }
+        why = limits(pool.tcp_idle_timeout, pool.max_connection_duration, started, &last) => {
+            // Dropping both directions closes both sockets.
+            tracing::debug!(%addr, why, "tcp proxy connection closed");
+        }
     }
     h.closed();
+}
+
+/// Resolves when the connection has been idle (no byte either way) for `idle` (DestinationRule
+/// `tcp.idleTimeout`) or open for `max` (`tcp.maxConnectionDuration`); never without either.
+async fn limits(
+    idle: Option<Duration>,
+    max: Option<Duration>,
+    started: Instant,
+    last: &AtomicU64,
+) -> &'static str {
+    loop {
+        let idle_due =
+            idle.map(|d| started + Duration::from_nanos(last.load(Ordering::Relaxed)) + d);
+        let max_due = max.map(|d| started + d);
+        let due = match (idle_due, max_due) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return std::future::pending().await,
+        };
+        let now = Instant::now();
+        if now >= due {
+            return if max_due.is_some_and(|m| now >= m) {
+                "maxConnectionDuration"
+            } else {
+                "idleTimeout"
+            };
+        }
+        tokio::time::sleep_until(due.into()).await;
+    }
 }
 
 /// Copy one direction until EOF, then half-close the other side's write half.

@@ -73,7 +73,7 @@ impl UpstreamError {
 /// Default connect timeout (DestinationRule `connectTimeout` default).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Istio's default `http.idleTimeout` for upstream connections.
+/// Istio's default `http.idleTimeout` (upstream connections) and `tcp.idleTimeout` (TCP proxy).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// TCP keepalive on upstream sockets (`connectionPool.tcp.tcpKeepalive`); unset fields keep
@@ -102,6 +102,9 @@ pub struct PoolSettings {
     /// HTTP/2: streams at once on one connection; more open another connection
     /// (`http.maxConcurrentStreams`).
     pub max_concurrent_streams: Option<u32>,
+    /// TCP proxy: connections without a byte either way for this long are closed
+    /// (`tcp.idleTimeout`).
+    pub tcp_idle_timeout: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -113,6 +116,7 @@ impl Default for PoolSettings {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_requests_per_connection: None,
             max_concurrent_streams: None,
+            tcp_idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -142,6 +146,9 @@ impl PoolSettings {
                 });
             }
             s.max_connection_duration = ms(t.max_connection_duration_ms);
+            if let Some(d) = ms(t.idle_timeout_ms) {
+                s.tcp_idle_timeout = Some(d);
+            }
         }
         if let Some(h) = http {
             if let Some(d) = ms(h.idle_timeout_ms) {

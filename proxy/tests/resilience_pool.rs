@@ -338,3 +338,110 @@ async fn http2_upstream_for_http1_clients() {
         vec![http::Version::HTTP_11; 2]
     );
 }
+
+/// A TCP proxy over `backend` with `tcp` settings; a connection through it that has read the
+/// greeting.
+async fn tcp_through(
+    backend: SocketAddr,
+    tcp: r::connection_pool::Tcp,
+) -> (std::sync::Arc<halyard_proxy::Proxy>, tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut c = cluster(SVC, "svc.default.svc.cluster.local");
+    c.connection_pool = Some(pool(tcp, Default::default()));
+    let res = halyard_config::ProxyResources {
+        version: "1".into(),
+        listeners: vec![listener(
+            "tcp",
+            r::listener::Direction::Outbound,
+            vec![tcp_chain("tcp", &[(SVC, 1)], &[])],
+        )],
+        clusters: vec![c],
+        endpoints: vec![endpoints(SVC, &[backend])],
+        ..Default::default()
+    };
+    let (p, addrs) = start_proxy(node("client", "v1"), &res);
+    let mut s = tokio::net::TcpStream::connect(addrs["tcp"]).await.unwrap();
+    let mut hi = [0u8; 2];
+    s.read_exact(&mut hi).await.unwrap();
+    assert_eq!(&hi, b"hi");
+    (p, s)
+}
+
+/// How long until the proxy closes `s` (EOF or error), at most `limit`, writing a byte every
+/// `every` when given.
+async fn closed_within(
+    s: &mut tokio::net::TcpStream,
+    every: Option<Duration>,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    while t.elapsed() < limit {
+        let wait = every
+            .unwrap_or(limit)
+            .min(limit.saturating_sub(t.elapsed()));
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if every.is_some() && s.write_all(b"x").await.is_err() {
+                    return Some(t.elapsed());
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_idle_timeout_and_max_connection_duration() {
+    let b = tcp_backend("hi").await;
+    let idle = r::connection_pool::Tcp {
+        idle_timeout_ms: 300,
+        ..Default::default()
+    };
+    let (_p1, mut s) = tcp_through(b, idle).await;
+    let took = closed_within(&mut s, None, Duration::from_secs(3)).await;
+    println!("tcp.idleTimeout 300 ms: closed after {took:?}");
+    let took = took.expect("idle connection closed");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1_500),
+        "{took:?}"
+    );
+
+    // Traffic every 100 ms keeps it open until the maximum duration.
+    let aged = r::connection_pool::Tcp {
+        max_connection_duration_ms: 600,
+        ..Default::default()
+    };
+    let (_p2, mut s) = tcp_through(b, aged).await;
+    let took = closed_within(
+        &mut s,
+        Some(Duration::from_millis(100)),
+        Duration::from_secs(3),
+    )
+    .await;
+    println!("tcp.maxConnectionDuration 600 ms: closed after {took:?}");
+    let took = took.expect("aged connection closed");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1_500),
+        "{took:?}"
+    );
+
+    // Defaults (1 h idle, no maximum): still open after a second, busy or not.
+    let (_p3, mut s) = tcp_through(b, Default::default()).await;
+    assert_eq!(
+        closed_within(&mut s, None, Duration::from_millis(700)).await,
+        None
+    );
+    assert_eq!(
+        closed_within(
+            &mut s,
+            Some(Duration::from_millis(100)),
+            Duration::from_millis(700)
+        )
+        .await,
+        None
+    );
+}
