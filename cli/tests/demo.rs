@@ -557,3 +557,34 @@ fn a_control_plane_that_cannot_start_fails_the_demo_with_the_reason() {
         let _ = std::fs::remove_dir_all(root);
     }
 }
+
+#[test]
+fn a_killed_demo_takes_its_processes_with_it() {
+    let octet = 16;
+    let mut demo = RunningDemo::start(&[
+        "demo",
+        "--quiet",
+        "--no-tour",
+        "--octet",
+        &octet.to_string(),
+    ]);
+    let logs = demo.wait_line("ending the access block", Duration::from_secs(60), |l| {
+        l.starts_with("logs: ")
+    });
+    assert!(
+        !leftover_processes(octet).is_empty(),
+        "the mesh is not running"
+    );
+    // SIGKILL: the demo cannot clean up; its children see their standard input close and exit.
+    demo.child.kill().expect("kill the demo");
+    demo.child.wait().expect("reap the demo");
+    assert_all_stopped(octet);
+    if let Some(root) = logs
+        .strip_prefix("logs: ")
+        .map(std::path::Path::new)
+        .and_then(|l| l.parent())
+        && root.starts_with(std::env::temp_dir())
+    {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}

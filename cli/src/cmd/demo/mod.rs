@@ -35,7 +35,8 @@ use supervisor::Supervisor;
 use sync::SyncView;
 
 /// How long a freshly started piece may take to become ready, and a config change to reach every proxy (the
-/// operator polls its directory every 500 ms and debounces pushes by 100 ms; a loaded CI machine is slower).
+/// operator notices a change within milliseconds, or 500 ms when it falls back to polling, and debounces pushes
+/// by 100 ms; a loaded CI machine is slower).
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the demo reads the operator's `/debug/syncz` while waiting.

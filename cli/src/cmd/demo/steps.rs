@@ -576,35 +576,30 @@ mod translation_tests {
         }
     }
 
+    /// The node a proxy of the demo sends the control plane: built by the proxy from the command line the
+    /// demo starts it with.
     fn node(w: Option<&mesh::Workload>) -> Node {
-        let t = Topology { octet: 10 };
-        match w {
-            Some(w) => Node {
-                id: w.proxy_id(),
-                namespace: mesh::NAMESPACE.into(),
-                labels: [("app", w.role.name()), ("version", w.version)]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ip_addresses: vec![t.pod_ip(w).to_string()],
-                interception_mode: InterceptionMode::None as i32,
-                local_bind_address: t.egress_ip(w).to_string(),
-                app_address: t.app_addr(w).ip().to_string(),
-                workload_ports: vec![halyard_config::discovery::WorkloadPort {
-                    port: 9080,
-                    protocol: "HTTP".into(),
-                    name: "http".into(),
-                }],
-                ..Node::default()
-            },
-            None => Node {
-                id: "demo-client.default".into(),
-                namespace: mesh::NAMESPACE.into(),
-                ip_addresses: vec![t.client_ip().to_string()],
-                interception_mode: InterceptionMode::None as i32,
-                ..Node::default()
-            },
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: Hidden,
         }
+        #[derive(clap::Subcommand)]
+        enum Hidden {
+            #[command(name = "demo-proxy")]
+            Proxy(Box<crate::cmd::demo::ProxyArgs>),
+        }
+        let args = crate::cmd::demo::proxy_args(&Topology { octet: 10 }, w);
+        let argv = std::iter::once("halyard".to_string()).chain(args);
+        let Hidden::Proxy(p) = <Cli as clap::Parser>::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .command;
+        let node = p
+            .proxy
+            .discovery_node()
+            .expect("the demo's flags make a node");
+        assert_eq!(node.interception_mode, InterceptionMode::None as i32);
+        node
     }
 
     fn translate(routing: &Routing, w: Option<&mesh::Workload>) -> ProxyResources {
