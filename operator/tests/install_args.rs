@@ -553,3 +553,56 @@ fn gateway_deployments_parse_with_the_proxy_cli_and_reach_the_operator() {
     }
     assert_eq!(checked, 4, "ingress and egress of both installations");
 }
+
+/// A gateway container as the operator rendered it before these checks existed.
+fn stale_gateway() -> Value {
+    serde_json::json!({
+        "kind": "Deployment",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "spec": {"template": {"spec": {"serviceAccountName": "istio-ingressgateway-service-account", "containers": [{
+            "name": "istio-proxy",
+            "args": ["--discovery-address", "http://halyard-operator.halyard-system.svc:15010", "--node-id", "$(POD_NAME).$(POD_NAMESPACE)"],
+            "env": [
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "INSTANCE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            ],
+        }]}}},
+    })
+}
+
+#[test]
+#[should_panic(expected = "env [\"INSTANCE_IP\"] is read by nothing")]
+fn an_environment_variable_the_binary_does_not_read_is_caught() {
+    let d = stale_gateway();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    argv(&d, c, "halyard-proxy", &halyard_proxy::cli::Args::command());
+}
+
+#[test]
+#[should_panic(expected = "$(POD_IP) is not defined")]
+fn an_undefined_variable_reference_is_caught() {
+    let mut d = stale_gateway();
+    d["spec"]["template"]["spec"]["containers"][0]["args"] =
+        serde_json::json!(["--ip", "$(POD_IP)"]);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    argv(&d, c, "halyard-proxy", &halyard_proxy::cli::Args::command());
+}
+
+#[test]
+#[should_panic(expected = "does not parse")]
+fn a_flag_the_binary_does_not_have_is_caught() {
+    let argv: Vec<String> = ["halyard-webhook", "--listen", "0.0.0.0:15017"]
+        .map(String::from)
+        .to_vec();
+    let _: halyard_webhook::cli::Args = parse(&argv, "webhook as rendered before");
+}
+
+#[test]
+#[should_panic(expected = "has no key")]
+fn a_file_missing_from_its_config_map_is_caught() {
+    let objects = rendered("{profile: minimal}");
+    let d = deployments(&objects).next().unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_file_provided(&objects, d, c, Path::new("/etc/istio/inject/values"));
+}
