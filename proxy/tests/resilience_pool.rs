@@ -123,9 +123,10 @@ async fn tcp_keepalive_arms_the_kernel_keepalive_timer() {
         tr, 2,
         "keepalive timer armed on the proxy's upstream socket"
     );
-    // 7 s idle time, in clock ticks (100 per second), minus the time since the request.
+    // 7 s idle time, in clock ticks (100 per second), minus the time since the request (Linux's
+    // default is 7200 s; a loaded machine may take a while to get here).
     assert!(
-        (500..=700).contains(&when),
+        (200..=700).contains(&when),
         "keepalive fires in {when} ticks"
     );
     let peer_plain = log_plain.peers()[0];
@@ -223,13 +224,20 @@ async fn max_connection_duration_retires_connections_without_failing_requests() 
         );
 
         // 14 requests over ~1.4 s: a new connection about every 400 ms.
+        let t = Instant::now();
         gets(a1["outbound"], 14, Duration::from_millis(100)).await;
+        let spent = t.elapsed();
         gets(a2["outbound"], 14, Duration::from_millis(100)).await;
         let n = log_aged.accepted() - 1;
         println!(
-            "{protocol}: maxConnectionDuration 400 ms: {n} connections for 14 requests over 1.4 s"
+            "{protocol}: maxConnectionDuration 400 ms: {n} connections for 14 requests over {spent:?}"
         );
-        assert!((3..=6).contains(&n), "{protocol}: {n} connections");
+        // One connection per started 400 ms (more when the machine is slow).
+        let most = (spent.as_millis() / 400) as usize + 2;
+        assert!(
+            (3..=most).contains(&n),
+            "{protocol}: {n} connections in {spent:?}"
+        );
         assert_eq!(log_plain.accepted(), 1, "{protocol}: no maximum age");
     }
 }

@@ -136,9 +136,10 @@ impl LocalityLb {
         let keys: Vec<String> = eps.iter().map(|e| e.upstream.addr.to_string()).collect();
         let all_weights: Vec<u32> = eps.iter().map(|e| e.weight).collect();
         let balancer_for = |members: &[usize]| {
-            let mask: Vec<bool> = (0..eps.len())
-                .map(|i| eps[i].healthy && members.contains(&i))
-                .collect();
+            let mut mask = vec![false; eps.len()];
+            for &i in members {
+                mask[i] = eps[i].healthy;
+            }
             Balancer::new(policy.clone(), &keys, &all_weights, &mask)
         };
         let levels = (0..=top)
@@ -195,19 +196,22 @@ impl LocalityLb {
         skip: &[u32],
         roll: &mut impl FnMut() -> u64,
     ) -> Option<&Balancer> {
+        // Levels after those already summing to 100% get no load: they are not looked at,
+        // so a healthy local level costs one pass over its own endpoints.
         let health = |skipping: bool| -> Vec<u64> {
-            self.levels
-                .iter()
-                .enumerate()
-                .map(|(l, lv)| {
-                    if skipping && skip.contains(&(l as u32)) {
-                        0
-                    } else {
-                        let up = lv.members.iter().filter(|&&i| ok(i)).count();
-                        health_percent(up, lv.members.len())
-                    }
-                })
-                .collect()
+            let mut out = vec![0u64; self.levels.len()];
+            let mut sum = 0;
+            for (l, lv) in self.levels.iter().enumerate() {
+                if sum >= 100 {
+                    break;
+                }
+                if !(skipping && skip.contains(&(l as u32))) {
+                    let up = lv.members.iter().filter(|&&i| ok(i)).count();
+                    out[l] = health_percent(up, lv.members.len());
+                    sum += out[l];
+                }
+            }
+            out
         };
         let load = priority_load(&health(true)).or_else(|| {
             if skip.is_empty() {
@@ -240,5 +244,132 @@ impl LocalityLb {
             x -= w;
         }
         None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::upstream::{PoolSettings, Upstream, UpstreamProtocol};
+    use std::sync::Arc;
+
+    fn plan(localities: &[&str]) -> (LocalityLb, Vec<Endpoint>) {
+        let eps: Vec<Endpoint> = (0..localities.len())
+            .map(|i| Endpoint {
+                upstream: Arc::new(Upstream::new(
+                    format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                    UpstreamProtocol::Http1,
+                    PoolSettings::default(),
+                )),
+                weight: 1,
+                healthy: true,
+                peers: None,
+            })
+            .collect();
+        let srcs: Vec<r::Endpoint> = localities
+            .iter()
+            .map(|l| r::Endpoint {
+                locality: l.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        let refs: Vec<&r::Endpoint> = srcs.iter().collect();
+        let c = r::Cluster {
+            outlier_detection: Some(r::OutlierDetection::default()),
+            ..Default::default()
+        };
+        let labels = BTreeMap::new();
+        let node = NodeSide {
+            locality: "r1/z1/s1",
+            labels: &labels,
+        };
+        let lb = LocalityLb::compile(node, &c, &refs, &eps, &LbPolicy::RoundRobin).unwrap();
+        (lb, eps)
+    }
+
+    fn level_picked(
+        lb: &LocalityLb,
+        eps: &[Endpoint],
+        ok: impl Fn(usize) -> bool + Copy,
+        skip: &[u32],
+        n: usize,
+    ) -> Vec<usize> {
+        let mut seed = 7u64;
+        let mut roll = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 11
+        };
+        let mut per_level = vec![0; lb.levels()];
+        for _ in 0..n {
+            let b = lb.choose(ok, skip, &mut roll).unwrap();
+            let i = b.pick(eps, None, &mut roll).unwrap();
+            per_level[lb.level_of(i).unwrap() as usize] += 1;
+        }
+        per_level
+    }
+
+    #[test]
+    fn levels_spill_over_and_skip_resets_when_all_skipped() {
+        // Two local endpoints, two in another region.
+        let (lb, eps) = plan(&["r1/z1/s1", "r1/z1/s1", "r2/z/a", "r2/z/b"]);
+        assert_eq!(lb.levels(), 2);
+        let all = |_| true;
+        assert_eq!(level_picked(&lb, &eps, all, &[], 100), vec![100, 0]);
+        // One of two local endpoints down: 70% stays local (1.4 overprovisioning).
+        let half = |i| i != 0;
+        let split = level_picked(&lb, &eps, half, &[], 2000);
+        assert!((1250..=1550).contains(&split[0]), "{split:?}");
+        // A retry that may leave the local level goes remote ...
+        assert_eq!(level_picked(&lb, &eps, all, &[0], 100), vec![0, 100]);
+        // ... and when every level was tried, all levels are candidates again.
+        assert_eq!(level_picked(&lb, &eps, all, &[0, 1], 100), vec![100, 0]);
+        // Nothing healthy anywhere: no choice (the cluster falls back to its plain balancer).
+        let mut r = || 1u64;
+        assert!(lb.choose(|_| false, &[], &mut r).is_none());
+    }
+
+    #[test]
+    fn no_plan_without_node_locality_or_outlier_detection() {
+        let (_, eps) = plan(&["r1/z1/s1", "r2/z/a"]);
+        let srcs = [
+            r::Endpoint {
+                locality: "r1/z1/s1".into(),
+                ..Default::default()
+            },
+            r::Endpoint {
+                locality: "r2/z/a".into(),
+                ..Default::default()
+            },
+        ];
+        let refs: Vec<&r::Endpoint> = srcs.iter().collect();
+        let labels = BTreeMap::new();
+        let here = NodeSide {
+            locality: "r1/z1/s1",
+            labels: &labels,
+        };
+        let nowhere = NodeSide {
+            locality: "",
+            labels: &labels,
+        };
+        let plain = r::Cluster::default();
+        let with_od = r::Cluster {
+            outlier_detection: Some(r::OutlierDetection::default()),
+            ..Default::default()
+        };
+        let p = LbPolicy::RoundRobin;
+        assert!(LocalityLb::compile(here, &plain, &refs, &eps, &p).is_none());
+        assert!(LocalityLb::compile(nowhere, &with_od, &refs, &eps, &p).is_none());
+        assert!(LocalityLb::compile(here, &with_od, &refs, &eps, &p).is_some());
+        let disabled = r::Cluster {
+            load_balancer: Some(r::LoadBalancer {
+                locality: Some(r::LocalityLoadBalancing::default()),
+                ..Default::default()
+            }),
+            ..with_od.clone()
+        };
+        assert!(LocalityLb::compile(here, &disabled, &refs, &eps, &p).is_none());
     }
 }
