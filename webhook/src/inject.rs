@@ -215,7 +215,7 @@ impl Injector {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let facts = PodFacts {
-            namespace: &namespace,
+            namespace,
             labels,
             annotations,
             host_network,
@@ -1296,31 +1296,27 @@ fn canonical_label(name: &str) -> String {
         .to_string()
 }
 
-fn namespace_of(pod: &Value, ctx: &PodContext<'_>) -> String {
+fn namespace_of<'p>(pod: &'p Value, ctx: &PodContext<'p>) -> &'p str {
     ctx.namespace
-        .map(str::to_string)
         .or_else(|| {
-            pod.pointer("/metadata/namespace")
+            pod.get("metadata")
+                .and_then(|m| m.get("namespace"))
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .map(str::to_string)
         })
-        .unwrap_or_else(|| "default".to_string())
+        .unwrap_or("default")
 }
 
 /// The workload behind a pod seen by the webhook: Deployment (through its ReplicaSet), other controller,
 /// or the pod itself.
 pub fn workload_of(pod: &Value, ctx: &PodContext<'_>) -> WorkloadMeta {
-    let namespace = namespace_of(pod, ctx);
+    let namespace = namespace_of(pod, ctx).to_string();
     let meta = pod.get("metadata");
-    let text = |v: Option<&Value>, k: &str| {
+    fn text<'v>(v: Option<&'v Value>, k: &str) -> &'v str {
         v.and_then(|m| m.get(k))
             .and_then(Value::as_str)
             .unwrap_or("")
-            .to_string()
-    };
-    let pod_name = text(meta, "name");
-    let generate = text(meta, "generateName");
+    }
     let owner = meta
         .and_then(|m| m.get("ownerReferences"))
         .and_then(Value::as_array)
@@ -1332,16 +1328,13 @@ pub fn workload_of(pod: &Value, ctx: &PodContext<'_>) -> WorkloadMeta {
     if let Some(o) = owner {
         let kind = text(Some(o), "kind");
         let name = text(Some(o), "name");
-        let api_version = text(Some(o), "apiVersion");
         if kind == "ReplicaSet" {
-            let hash = pod
-                .pointer("/metadata/labels/pod-template-hash")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if let Some(dep) = name
-                .strip_suffix(&format!("-{hash}"))
-                .filter(|_| !hash.is_empty())
-            {
+            let hash = text(meta.and_then(|m| m.get("labels")), "pod-template-hash");
+            let deployment = name
+                .strip_suffix(hash)
+                .and_then(|n| n.strip_suffix('-'))
+                .filter(|_| !hash.is_empty());
+            if let Some(dep) = deployment {
                 return WorkloadMeta {
                     name: dep.to_string(),
                     namespace,
@@ -1352,20 +1345,21 @@ pub fn workload_of(pod: &Value, ctx: &PodContext<'_>) -> WorkloadMeta {
         }
         if !kind.is_empty() && !name.is_empty() {
             return WorkloadMeta {
-                name,
+                name: name.to_string(),
                 namespace,
-                kind,
-                api_version,
+                kind: kind.to_string(),
+                api_version: text(Some(o), "apiVersion").to_string(),
             };
         }
     }
+    let pod_name = text(meta, "name");
     let name = if pod_name.is_empty() {
-        generate.trim_end_matches('-').to_string()
+        text(meta, "generateName").trim_end_matches('-')
     } else {
         pod_name
     };
     WorkloadMeta {
-        name,
+        name: name.to_string(),
         namespace,
         kind: "Pod".into(),
         api_version: "v1".into(),

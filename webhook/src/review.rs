@@ -121,13 +121,14 @@ const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta
 /// Parses an AdmissionReview body; returns the request and the apiVersion to answer with.
 pub fn parse(body: &[u8]) -> Result<(AdmissionRequest, String), BadReview> {
     let bad = |uid: Option<String>, message: String| BadReview { uid, message };
-    let review: Value = serde_json::from_slice(body)
+    let mut review: Value = serde_json::from_slice(body)
         .map_err(|e| bad(None, format!("malformed JSON in AdmissionReview: {e}")))?;
-    let Some(obj) = review.as_object() else {
+    let Some(obj) = review.as_object_mut() else {
         return Err(bad(None, "AdmissionReview must be a JSON object".into()));
     };
-    let uid = review
-        .pointer("/request/uid")
+    let uid = obj
+        .get("request")
+        .and_then(|r| r.get("uid"))
         .and_then(Value::as_str)
         .map(str::to_string);
     let api_version = match obj.get("apiVersion") {
@@ -142,29 +143,42 @@ pub fn parse(body: &[u8]) -> Result<(AdmissionRequest, String), BadReview> {
             ));
         }
     };
-    let Some(request) = obj.get("request").filter(|r| r.is_object()) else {
+    let Some(Value::Object(mut request)) = obj.remove("request") else {
         return Err(bad(uid, "AdmissionReview has no request".into()));
     };
     if uid.as_deref().is_none_or(str::is_empty) {
         return Err(bad(None, "AdmissionReview request.uid is missing".into()));
     }
-    let request: AdmissionRequest = serde_json::from_value(request.clone()).map_err(|e| {
-        bad(
-            uid.clone(),
-            format!("malformed AdmissionReview request: {e}"),
-        )
-    })?;
+    // The objects are taken out whole rather than deserialised again (they can be large).
+    let object = request.remove("object").filter(|o| !o.is_null());
+    let old_object = request.remove("oldObject").filter(|o| !o.is_null());
+    let mut request: AdmissionRequest =
+        serde_json::from_value(Value::Object(request)).map_err(|e| {
+            bad(
+                uid.clone(),
+                format!("malformed AdmissionReview request: {e}"),
+            )
+        })?;
+    request.object = object;
+    request.old_object = old_object;
     Ok((request, api_version))
 }
 
 /// Renders the AdmissionReview answer.
 pub fn render(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
-    let review = serde_json::json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "response": response,
-    });
-    serde_json::to_vec(&review).unwrap_or_default()
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Review<'a> {
+        api_version: &'a str,
+        kind: &'static str,
+        response: &'a AdmissionResponse,
+    }
+    serde_json::to_vec(&Review {
+        api_version,
+        kind: "AdmissionReview",
+        response,
+    })
+    .unwrap_or_default()
 }
 
 /// A full exchange: body in, (HTTP status, body out, verdict).
