@@ -15,6 +15,7 @@ use halyard_operator::install::leader::{self, LeaseSettings};
 use halyard_operator::install::render::RenderSettings;
 use install_support::{Failure, State, client};
 use kube::runtime::controller::Action;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 const MI: &str = "/apis/install.halyard.dev/v1alpha1";
@@ -958,4 +959,92 @@ async fn a_failed_uninstall_keeps_the_finalizer_says_why_and_is_retried() {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Both controllers as `halyard-operator --install-controller` runs them (kube-runtime Controllers over the
+/// mocked API, with their watches): the MeshInstall is installed and reports Reconciled, the control-plane
+/// namespace gets `istio-ca-root-cert` with the generated root, and a webhook configuration deleted by hand
+/// is restored through the watch.
+#[tokio::test]
+async fn the_running_controllers_install_publish_the_root_and_repair_drift() {
+    let h = Harness::new(json!({}));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(controller::run_controller(
+        client(h.state.clone()),
+        opts(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    until("Reconciled=True", || {
+        h.mesh_install().status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciled" && c.status == ConditionStatus::True)
+        })
+    })
+    .await;
+    let mwc = State::key(
+        ADM,
+        None,
+        "mutatingwebhookconfigurations",
+        "istio-sidecar-injector",
+    );
+    assert!(h.st().objects.contains_key(&mwc));
+    until("istio-ca-root-cert in istio-system", || {
+        let st = h.st();
+        let root = st
+            .get("/api/v1", NS, "secrets", "istio-ca-secret")
+            .and_then(|s| s["data"]["root-cert.pem"].as_str().map(str::to_string));
+        let published = st
+            .get("/api/v1", NS, "configmaps", "istio-ca-root-cert")
+            .and_then(|c| c["data"]["root-cert.pem"].as_str().map(str::to_string));
+        // the Secret holds base64, the ConfigMap the PEM text
+        match (root, published) {
+            (Some(r), Some(p)) => {
+                r == k8s_openapi::ByteString(p.into_bytes())
+                    .serialize(serde_json::value::Serializer)
+                    .unwrap()
+            }
+            _ => false,
+        }
+    })
+    .await;
+
+    h.st().remove(&mwc);
+    until(
+        "the deleted MutatingWebhookConfiguration to come back",
+        || h.st().objects.contains_key(&mwc),
+    )
+    .await;
+    assert_eq!(
+        h.st()
+            .get(
+                ADM,
+                None,
+                "mutatingwebhookconfigurations",
+                "istio-sidecar-injector"
+            )
+            .unwrap()["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controllers stop on shutdown")
+        .unwrap();
 }

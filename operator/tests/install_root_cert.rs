@@ -341,3 +341,99 @@ async fn api_errors_are_requeued_with_backoff() {
         Action::requeue(Duration::from_secs(5))
     );
 }
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn namespace_object(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+/// The whole controller (kube-runtime's Controller over the mocked API, with its watches): Namespaces are
+/// reconciled, a deleted ConfigMap comes back through the ConfigMap watch, a new namespace through the
+/// Namespace watch, and a rotated root reaches every namespace through the reconcile-all trigger.
+#[tokio::test]
+async fn the_running_controller_publishes_repairs_and_rotates() {
+    let old = root_pem();
+    let h = Harness::with_root(&old);
+    for ns in ["apps", "kube-system", "istio-system"] {
+        h.st().insert(
+            State::key(CORE, None, "namespaces", ns),
+            namespace_object(ns),
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RootCertOptions {
+        root_poll: Duration::from_millis(50),
+        resync: Duration::from_secs(3600),
+    };
+    let run = tokio::spawn(root_cert::run(client(h.state.clone()), opts, async {
+        let _ = stop_rx.await;
+    }));
+
+    until("the root in apps and istio-system", || {
+        h.published_root("apps").as_deref() == Some(old.as_str())
+            && h.published_root("istio-system").as_deref() == Some(old.as_str())
+    })
+    .await;
+    assert!(
+        h.published("kube-system").is_none(),
+        "kube-system is skipped"
+    );
+    // the ConfigMap watch is by name, cluster-wide
+    let watched = h
+        .st()
+        .calls
+        .iter()
+        .any(|c| c.verb == "WATCH" && c.plural == "configmaps" && c.namespace.is_none());
+    assert!(watched, "ConfigMaps are watched");
+
+    // a new namespace
+    h.st().insert(
+        State::key(CORE, None, "namespaces", "shop"),
+        namespace_object("shop"),
+    );
+    until("the root in the new namespace", || {
+        h.published_root("shop").as_deref() == Some(old.as_str())
+    })
+    .await;
+
+    // a ConfigMap deleted by hand
+    h.st().remove(&State::key(
+        CORE,
+        Some("apps"),
+        "configmaps",
+        "istio-ca-root-cert",
+    ));
+    until("the deleted ConfigMap to come back", || {
+        h.published_root("apps").as_deref() == Some(old.as_str())
+    })
+    .await;
+
+    // a rotated root
+    let new = root_pem();
+    h.st().insert(
+        State::key(CORE, Some("istio-system"), "secrets", "istio-ca-secret"),
+        ca_secret("istio-system", "istio-ca-secret", &new),
+    );
+    until("the new root everywhere", || {
+        ["apps", "istio-system", "shop"]
+            .iter()
+            .all(|ns| h.published_root(ns).as_deref() == Some(new.as_str()))
+    })
+    .await;
+    assert!(h.published("kube-system").is_none());
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
+}

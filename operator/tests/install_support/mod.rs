@@ -3,15 +3,39 @@
 //! Every request is checked (server-side applies must use the `halyard-operator` field manager with
 //! `force=true`, bodies must name the object of the URL) and answered from a store of objects, so reconcile
 //! tests can assert both the order of calls and the resulting cluster state. Failures can be scripted.
+//! Watches (`?watch=true`) are served as open streams of events for every change made through the API or
+//! through [`State::insert`] / [`State::remove`], so that kube-runtime Controllers can run against it.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
 use kube::client::Body;
 use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Body of the mock's responses: whole, or a stream of watch events.
+pub type MockBody = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+fn full(bytes: Vec<u8>) -> MockBody {
+    Full::new(Bytes::from(bytes)).boxed_unsync()
+}
+
+/// An open watch: which objects it wants, and where their events go.
+pub struct Watch {
+    prefix: String,
+    namespace: Option<String>,
+    plural: String,
+    labels: String,
+    fields: String,
+    tx: UnboundedSender<Bytes>,
+}
 
 /// Where an object lives: (group/version prefix, namespace, plural, name).
 pub type Key = (String, Option<String>, String, String);
@@ -134,26 +158,28 @@ pub struct State {
     /// `gitVersion` served at `/version`; `None` serves [`DEFAULT_KUBERNETES_VERSION`].
     pub kubernetes_version: Option<String>,
     pub next_rv: u64,
+    /// Open watches.
+    pub watches: Vec<Watch>,
 }
 
 /// What `/version` says unless a test sets [`State::kubernetes_version`].
 pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.33.0";
 
-fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+fn status(code: u16, reason: &str, message: &str) -> Response<MockBody> {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code});
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap())
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .body(full(serde_json::to_vec(&body).unwrap()))
         .unwrap()
 }
 
-fn ok(v: &Value) -> Response<Body> {
+fn ok(v: &Value) -> Response<MockBody> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(v).unwrap()))
+        .body(full(serde_json::to_vec(v).unwrap()))
         .unwrap()
 }
 
@@ -171,6 +197,15 @@ fn merge(base: &mut Value, over: &Value) {
         }
         (b, o) => *b = o.clone(),
     }
+}
+
+/// `metadata.name=x,metadata.namespace=y` (the field selectors the operator uses).
+fn fields_match(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let (k, v) = term.split_once('=').unwrap();
+        let path = format!("/{}", k.replace('.', "/"));
+        obj.pointer(&path).and_then(Value::as_str) == Some(v)
+    })
 }
 
 fn labels_match(obj: &Value, selector: &str) -> bool {
@@ -198,7 +233,8 @@ impl State {
         obj["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
     }
 
-    /// Stores an object as the API server would after a create.
+    /// Stores an object as the API server would after a create (or a replace, when it exists), and tells
+    /// the watches.
     pub fn insert(&mut self, key: Key, mut obj: Value) {
         self.bump(&mut obj);
         if obj["metadata"]["uid"].is_null() {
@@ -207,7 +243,51 @@ impl State {
         if obj["metadata"]["generation"].is_null() {
             obj["metadata"]["generation"] = json!(1);
         }
+        let kind = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.notify(&key, kind, &obj);
         self.objects.insert(key, obj);
+    }
+
+    /// Deletes an object as the API server would, and tells the watches.
+    pub fn remove(&mut self, key: &Key) -> Option<Value> {
+        let obj = self.objects.remove(key)?;
+        self.notify(key, "DELETED", &obj);
+        Some(obj)
+    }
+
+    /// Stores a changed object (bumping its resourceVersion) and tells the watches.
+    fn modified(&mut self, key: Key, mut obj: Value) {
+        self.bump(&mut obj);
+        self.notify(&key, "MODIFIED", &obj);
+        self.objects.insert(key, obj);
+    }
+
+    fn notify(&mut self, key: &Key, kind: &str, obj: &Value) {
+        self.watches.retain(|w| !w.tx.is_closed());
+        for w in &self.watches {
+            let wanted = w.prefix == key.0
+                && w.plural == key.2
+                && (w.namespace.is_none() || w.namespace == key.1)
+                && labels_match(obj, &w.labels)
+                && fields_match(obj, &w.fields);
+            if wanted {
+                let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap();
+                line.push(b'\n');
+                let _ = w.tx.send(Bytes::from(line));
+            }
+        }
+    }
+
+    /// Number of open watches on `plural` (tests wait for controllers to be watching).
+    pub fn watching(&self, plural: &str) -> usize {
+        self.watches
+            .iter()
+            .filter(|w| w.plural == plural && !w.tx.is_closed())
+            .count()
     }
 
     pub fn get(&self, prefix: &str, ns: Option<&str>, plural: &str, name: &str) -> Option<&Value> {
@@ -238,13 +318,15 @@ impl State {
         uri: &http::Uri,
         content_type: &str,
         body: &[u8],
-    ) -> Response<Body> {
+    ) -> Response<MockBody> {
         if uri.path() == "/version" {
             return self.version(method);
         }
         let p = parse(uri);
         let dry_run = p.query.contains_key("dryRun");
+        let watch = p.query.get("watch").map(String::as_str) == Some("true");
         let verb = match (method.as_str(), p.name.is_some()) {
+            ("GET", false) if watch => "WATCH",
             ("GET", true) => "GET",
             ("GET", false) => "LIST",
             ("PATCH", _) if content_type.starts_with("application/apply-patch") => "APPLY",
@@ -293,6 +375,24 @@ impl State {
         }
         let key = |n: &str| Self::key(&p.prefix, p.namespace.as_deref(), &p.plural, n);
         match verb {
+            "WATCH" => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+                self.watches.push(Watch {
+                    prefix: p.prefix.clone(),
+                    namespace: p.namespace.clone(),
+                    plural: p.plural.clone(),
+                    labels: p.query.get("labelSelector").cloned().unwrap_or_default(),
+                    fields: p.query.get("fieldSelector").cloned().unwrap_or_default(),
+                    tx,
+                });
+                let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+                    .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(StreamBody::new(events).boxed_unsync())
+                    .unwrap()
+            }
             "GET" => match self.objects.get(&key(name.as_deref().unwrap())) {
                 Some(o) => ok(o),
                 None => status(
@@ -303,6 +403,7 @@ impl State {
             },
             "LIST" => {
                 let selector = p.query.get("labelSelector").cloned().unwrap_or_default();
+                let fields = p.query.get("fieldSelector").cloned().unwrap_or_default();
                 let items: Vec<Value> = self
                     .objects
                     .iter()
@@ -311,7 +412,7 @@ impl State {
                             && k.2 == p.plural
                             && (p.namespace.is_none() || k.1 == p.namespace)
                     })
-                    .filter(|(_, o)| labels_match(o, &selector))
+                    .filter(|(_, o)| labels_match(o, &selector) && fields_match(o, &fields))
                     .map(|(_, o)| o.clone())
                     .collect();
                 ok(
@@ -346,12 +447,11 @@ impl State {
                 match existing {
                     Some(e) if e == merged => {}
                     Some(_) => {
-                        self.bump(&mut merged);
                         if merged["spec"] != self.objects[&k]["spec"] {
                             let g = merged["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
                             merged["metadata"]["generation"] = json!(g);
                         }
-                        self.objects.insert(k.clone(), merged);
+                        self.modified(k.clone(), merged);
                     }
                     None => self.insert(k.clone(), merged),
                 }
@@ -381,8 +481,7 @@ impl State {
                     }
                 }
                 if obj != self.objects[&k] {
-                    self.bump(&mut obj);
-                    self.objects.insert(k.clone(), obj);
+                    self.modified(k.clone(), obj);
                 }
                 ok(&self.objects[&k])
             }
@@ -417,12 +516,10 @@ impl State {
                 {
                     return status(409, "Conflict", "the object has been modified");
                 }
-                let mut obj = body_json;
-                self.bump(&mut obj);
-                self.objects.insert(k.clone(), obj);
+                self.modified(k.clone(), body_json);
                 ok(&self.objects[&k])
             }
-            "DELETE" => match self.objects.remove(&key(name.as_deref().unwrap())) {
+            "DELETE" => match self.remove(&key(name.as_deref().unwrap())) {
                 Some(o) => ok(&o),
                 None => status(404, "NotFound", "not found"),
             },
@@ -430,7 +527,7 @@ impl State {
         }
     }
 
-    fn version(&mut self, method: &Method) -> Response<Body> {
+    fn version(&mut self, method: &Method) -> Response<MockBody> {
         assert_eq!(method, Method::GET, "/version");
         self.calls.push(Call {
             verb: "GET".to_string(),
@@ -475,7 +572,7 @@ impl State {
 
 /// A kube Client whose requests are served by `state`.
 pub fn client(state: Arc<Mutex<State>>) -> kube::Client {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<MockBody>>();
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
             let (parts, body) = req.into_parts();
