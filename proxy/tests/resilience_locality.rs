@@ -88,8 +88,13 @@ async fn nearest_locality_preferred_then_failover_when_ejected() {
     let eps = [(a, HERE), (b, "us-west/zone2/x"), (c, "us-east/zone1/y")];
     let route = || vec![svc_route("r", vec![], |_| {})];
     let res = placed(&eps, route(), |c| c.outlier_detection = Some(outlier(1)));
-    let (_p, addrs) = start_proxy(node_at(HERE, &[]), &res);
+    let (p, addrs) = start_proxy(node_at(HERE, &[]), &res);
     let px = addrs["outbound"];
+    let clusters = admin_text(&p, "/clusters").await;
+    for (addr, level) in [(a, 0), (b, 1), (c, 2)] {
+        let line = format!("{SVC}::{addr}::priority::{level}");
+        assert!(clusters.contains(&line), "{line} in {clusters}");
+    }
 
     assert_eq!(run(px, 60).await, 60);
     assert_eq!(hits(&[&pa, &pb, &pc]), vec![60, 0, 0], "same subzone only");

@@ -65,6 +65,10 @@ async fn connect_timeout_is_per_cluster() {
             "connectTimeout {ms} ms answered after {took:?}"
         );
         assert_eq!(flagged(&p, 503, "UF"), 1);
+        let dump: serde_json::Value =
+            serde_json::from_str(&admin_text(&p, "/clusters?format=json").await).unwrap();
+        let pool = &dump["cluster_statuses"][0]["resilience"]["connection_pool"];
+        assert_eq!(pool["connect_timeout_ms"], ms, "{dump}");
     }
 }
 

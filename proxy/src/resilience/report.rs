@@ -64,6 +64,12 @@ pub fn text(c: &Cluster, out: &mut String) {
     for (k, v) in counters(c) {
         let _ = writeln!(out, "{n}::{k}::{v}");
     }
+    // Envoy's per-host priority line, when locality levels the endpoints.
+    if c.locality.is_some() {
+        for (i, e) in c.endpoints.iter().enumerate() {
+            let _ = writeln!(out, "{n}::{}::priority::{}", e.upstream.addr, c.level_of(i));
+        }
+    }
 }
 
 /// Lines of `/stats`.
@@ -88,6 +94,27 @@ pub fn json(c: &Cluster) -> serde_json::Value {
             "max_retries": limit(lim.max_retries),
         },
         "stats": stats,
+        "connection_pool": pool_json(&c.pool),
+        "locality_priorities": c.locality.as_ref().map(|_| {
+            (0..c.endpoints.len()).map(|i| c.level_of(i)).collect::<Vec<_>>()
+        }),
+    })
+}
+
+fn pool_json(p: &crate::upstream::PoolSettings) -> serde_json::Value {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    serde_json::json!({
+        "connect_timeout_ms": p.connect_timeout.as_millis() as u64,
+        "idle_timeout_ms": ms(p.idle_timeout),
+        "tcp_idle_timeout_ms": ms(p.tcp_idle_timeout),
+        "max_connection_duration_ms": ms(p.max_connection_duration),
+        "max_requests_per_connection": p.max_requests_per_connection,
+        "max_concurrent_streams": p.max_concurrent_streams,
+        "tcp_keepalive": p.keepalive.map(|k| serde_json::json!({
+            "probes": k.probes,
+            "time_ms": ms(k.time),
+            "interval_ms": ms(k.interval),
+        })),
     })
 }
 
