@@ -757,10 +757,9 @@ fn client_config(l: &Layout, settings: &RenderSettings, path: &str, ca_bundle: &
 
 /// Namespaces never injected: the kube-system family and the control plane's own namespace.
 fn excluded_namespaces(l: &Layout) -> Value {
-    json!({
-        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-        "values": ["kube-system", "kube-public", "kube-node-lease", "local-path-storage", l.namespace],
-    })
+    let mut values: Vec<&str> = halyard_webhook::decision::IGNORED_NAMESPACES.to_vec();
+    values.push(&l.namespace);
+    json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": values})
 }
 
 /// The MutatingWebhookConfiguration, with Istio's selectors: for every revision `rev.namespace.` (namespace

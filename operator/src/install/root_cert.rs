@@ -39,13 +39,9 @@ pub const CONFIG_MAP: &str = "istio-ca-root-cert";
 pub const ROOT_CERT_KEY: &str = "root-cert.pem";
 /// Label Istio puts on the ConfigMap.
 pub const LABEL_ISTIO_CONFIG: &str = "istio.io/config";
-/// Namespaces that never get the ConfigMap (Istio's `inject.IgnoredNamespaces`).
-pub const IGNORED_NAMESPACES: [&str; 4] = [
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "local-path-storage",
-];
+/// Namespaces that never get the ConfigMap: Istio's `inject.IgnoredNamespaces`, the same list the injector
+/// skips (one definition, the webhook's).
+pub use halyard_webhook::decision::IGNORED_NAMESPACES;
 
 /// Timings of the root-certificate controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
