@@ -21,7 +21,8 @@ pub struct InstallArgs {
     /// Image registry of the components (`<hub>/halyard-webhook:<version>`).
     #[arg(long, env = "HALYARD_HUB", default_value = "ghcr.io/halyard-mesh")]
     pub hub: String,
-    /// Discovery address written into proxies' bootstrap (`host:port`).
+    /// Discovery address given to proxies (`host:port`, Istio's form; gateways get `http://host:port`). The
+    /// operator serves plaintext discovery on 15010.
     #[arg(
         long,
         env = "HALYARD_DISCOVERY_ADDRESS",
