@@ -160,6 +160,11 @@ pub struct State {
     pub next_rv: u64,
     /// Open watches.
     pub watches: Vec<Watch>,
+    /// Field managers besides `halyard-operator` allowed to server-side apply (e.g. `halyard-cli`).
+    pub other_field_managers: Vec<&'static str>,
+    /// Whether a DELETE of an object with finalizers only marks it (`deletionTimestamp`) and it goes when
+    /// its last finalizer is removed, as the API server does. Off: DELETE removes at once.
+    pub honor_finalizers: bool,
 }
 
 /// What `/version` says unless a test sets [`State::kubernetes_version`].
@@ -421,10 +426,11 @@ impl State {
             }
             "APPLY" => {
                 let n = name.unwrap();
-                assert_eq!(
-                    p.query.get("fieldManager").map(String::as_str),
-                    Some("halyard-operator"),
-                    "{uri}"
+                let manager = p.query.get("fieldManager").map(String::as_str);
+                assert!(
+                    manager == Some("halyard-operator")
+                        || manager.is_some_and(|m| self.other_field_managers.contains(&m)),
+                    "field manager of {uri}"
                 );
                 assert_eq!(
                     p.query.get("force").map(String::as_str),
@@ -481,6 +487,15 @@ impl State {
                     }
                 }
                 if obj != self.objects[&k] {
+                    let finalized = self.honor_finalizers
+                        && !obj["metadata"]["deletionTimestamp"].is_null()
+                        && obj["metadata"]["finalizers"]
+                            .as_array()
+                            .is_none_or(|f| f.is_empty());
+                    if finalized {
+                        self.remove(&k);
+                        return ok(&obj);
+                    }
                     self.modified(k.clone(), obj);
                 }
                 ok(&self.objects[&k])
@@ -519,10 +534,27 @@ impl State {
                 self.modified(k.clone(), body_json);
                 ok(&self.objects[&k])
             }
-            "DELETE" => match self.remove(&key(name.as_deref().unwrap())) {
-                Some(o) => ok(&o),
-                None => status(404, "NotFound", "not found"),
-            },
+            "DELETE" => {
+                let k = key(name.as_deref().unwrap());
+                let pending = self.honor_finalizers
+                    && self.objects.get(&k).is_some_and(|o| {
+                        o["metadata"]["finalizers"]
+                            .as_array()
+                            .is_some_and(|f| !f.is_empty())
+                    });
+                if pending {
+                    let mut obj = self.objects[&k].clone();
+                    if obj["metadata"]["deletionTimestamp"].is_null() {
+                        obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                        self.modified(k.clone(), obj);
+                    }
+                    return ok(&self.objects[&k]);
+                }
+                match self.remove(&k) {
+                    Some(o) => ok(&o),
+                    None => status(404, "NotFound", "not found"),
+                }
+            }
             _ => unreachable!(),
         }
     }
