@@ -1048,3 +1048,79 @@ async fn the_running_controllers_install_publish_the_root_and_repair_drift() {
         .expect("the controllers stop on shutdown")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_new_root_reissues_the_webhook_certificate_and_every_ca_bundle() {
+    let h = Harness::installed(json!({})).await;
+    let hash = |h: &Harness| {
+        h.st()
+            .get(APPS, NS, "deployments", "halyard-webhook")
+            .unwrap()["spec"]["template"]["metadata"]["annotations"]["halyard.dev/config-hash"]
+            .clone()
+    };
+    let before = hash(&h);
+    // the root is replaced (e.g. a new istio-ca-secret)
+    let new = halyard_operator::install::ca::CaMaterial::generate(
+        "cluster.local",
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let data: std::collections::BTreeMap<String, k8s_openapi::ByteString> = new
+        .to_secret_data()
+        .into_iter()
+        .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+        .collect();
+    h.st()
+        .get_mut("/api/v1", NS, "secrets", "istio-ca-secret")
+        .unwrap()["data"] = serde_json::to_value(data).unwrap();
+    h.reconcile().await.unwrap();
+
+    let st = h.st();
+    let b64 = |pem: &str| {
+        k8s_openapi::ByteString(pem.as_bytes().to_vec())
+            .serialize(serde_json::value::Serializer)
+            .unwrap()
+    };
+    let want = b64(&new.root_cert_pem);
+    for w in st
+        .get(
+            ADM,
+            None,
+            "mutatingwebhookconfigurations",
+            "istio-sidecar-injector",
+        )
+        .unwrap()["webhooks"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(w["clientConfig"]["caBundle"], want);
+    }
+    assert_eq!(
+        st.get(
+            ADM,
+            None,
+            "validatingwebhookconfigurations",
+            "istiod-default-validator"
+        )
+        .unwrap()["webhooks"][0]["clientConfig"]["caBundle"],
+        want
+    );
+    let secret = st
+        .get("/api/v1", NS, "secrets", "halyard-webhook-certs")
+        .unwrap();
+    assert_eq!(secret["data"]["ca.crt"], want);
+    let crt: k8s_openapi::ByteString =
+        serde_json::from_value(secret["data"]["tls.crt"].clone()).unwrap();
+    assert!(
+        String::from_utf8(crt.0)
+            .unwrap()
+            .ends_with(&new.cert_chain_pem),
+        "the serving certificate is issued by the new CA"
+    );
+    drop(st);
+    assert_ne!(
+        hash(&h),
+        before,
+        "the webhook rolls to serve the new certificate"
+    );
+}
