@@ -125,47 +125,50 @@ async fn install_waits_for_the_operator_and_uninstall_removes_it_last() {
     .expect("uninstall returns")
     .unwrap();
     assert_eq!(removed, ["mesh"]);
-    let st = state.lock().unwrap();
-    assert!(st.get(MI, None, "meshinstalls", "mesh").is_none());
-    assert!(st.names("mutatingwebhookconfigurations").is_empty());
-    assert!(
-        st.names("deployments").is_empty(),
-        "webhook and operator gone"
-    );
-    assert!(
-        st.get(
-            CRDS,
-            None,
-            "customresourcedefinitions",
-            "meshinstalls.install.halyard.dev"
-        )
-        .is_some(),
-        "the MeshInstall CRD stays without --purge"
-    );
-    assert!(
-        st.get(
-            CRDS,
-            None,
-            "customresourcedefinitions",
-            "virtualservices.networking.istio.io"
-        )
-        .is_some(),
-        "Istio CRDs stay"
-    );
-    // the operator uninstalled the mesh (webhook configurations first) before it was itself removed
-    let deletes = st.calls_of("DELETE");
-    let pos = |what: &str| {
-        deletes
-            .iter()
-            .position(|d| d == what)
-            .unwrap_or_else(|| panic!("no DELETE {what}: {deletes:#?}"))
-    };
-    assert!(pos("meshinstalls mesh") < pos("mutatingwebhookconfigurations istio-sidecar-injector"));
-    assert!(
-        pos("mutatingwebhookconfigurations istio-sidecar-injector")
-            < pos("deployments halyard-system/halyard-operator")
-    );
-    drop(st);
+    {
+        let st = state.lock().unwrap();
+        assert!(st.get(MI, None, "meshinstalls", "mesh").is_none());
+        assert!(st.names("mutatingwebhookconfigurations").is_empty());
+        assert!(
+            st.names("deployments").is_empty(),
+            "webhook and operator gone"
+        );
+        assert!(
+            st.get(
+                CRDS,
+                None,
+                "customresourcedefinitions",
+                "meshinstalls.install.halyard.dev"
+            )
+            .is_some(),
+            "the MeshInstall CRD stays without --purge"
+        );
+        assert!(
+            st.get(
+                CRDS,
+                None,
+                "customresourcedefinitions",
+                "virtualservices.networking.istio.io"
+            )
+            .is_some(),
+            "Istio CRDs stay"
+        );
+        // the operator uninstalled the mesh (webhook configurations first) before it was itself removed
+        let deletes = st.calls_of("DELETE");
+        let pos = |what: &str| {
+            deletes
+                .iter()
+                .position(|d| d == what)
+                .unwrap_or_else(|| panic!("no DELETE {what}: {deletes:#?}"))
+        };
+        assert!(
+            pos("meshinstalls mesh") < pos("mutatingwebhookconfigurations istio-sidecar-injector")
+        );
+        assert!(
+            pos("mutatingwebhookconfigurations istio-sidecar-injector")
+                < pos("deployments halyard-system/halyard-operator")
+        );
+    }
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(10), operator)
         .await
