@@ -203,6 +203,107 @@ impl Args {
     }
 }
 
+/// Where the injector's downward-API volume puts the pod's labels.
+pub const POD_LABELS_FILE: &str = "/etc/istio/pod/labels";
+
+/// Istio's proxy log levels in tracing's words.
+fn istio_log_level(l: &str) -> String {
+    match l.to_ascii_lowercase().as_str() {
+        "warning" => "warn".into(),
+        "critical" => "error".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The downward API's labels file (`key="value"` per line, Go-quoted) as `a=b,c=d`.
+pub fn downward_labels(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            let v = v.replace("\\\"", "\"").replace("\\\\", "\\");
+            // Kubernetes label values never hold commas; anything that does is not a label.
+            (!k.is_empty() && !k.contains(',') && !v.contains(','))
+                .then(|| format!("{}={v}", k.trim()))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Args {
+    /// `halyard-proxy sidecar` in an injected pod: what flags (and halyard's own env) leave unset
+    /// comes from the env the injector sets under Istio's names (`DISCOVERY_ADDRESS`, `POD_NAME`,
+    /// `INSTANCE_IP`, `ISTIO_META_WORKLOAD_NAME`, `ISTIO_META_CLUSTER_ID`, `TRUST_DOMAIN`,
+    /// `PROXY_LOG_LEVEL`) and the labels from the downward-API file. Explicit values win.
+    pub fn fill_from_injected_env(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        labels_file: &Path,
+    ) {
+        let get = |k: &str| {
+            env(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if self.config.is_none()
+            && self.discovery_address.is_empty()
+            && let Some(a) = get("DISCOVERY_ADDRESS")
+        {
+            self.discovery_address = a
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    if a.contains("://") {
+                        a.to_string()
+                    } else {
+                        format!("http://{a}")
+                    }
+                })
+                .collect();
+        }
+        if self.node_id.is_empty()
+            && let Some(pod) = get("POD_NAME")
+        {
+            self.node_id = format!("{pod}.{}", self.namespace);
+        }
+        if self.ips.is_empty()
+            && let Some(ip) = get("INSTANCE_IP")
+        {
+            self.ips = vec![ip];
+        }
+        if self.workload.is_empty()
+            && let Some(w) = get("ISTIO_META_WORKLOAD_NAME")
+        {
+            self.workload = w;
+        }
+        if self.cluster_id == "Kubernetes"
+            && let Some(c) = get("ISTIO_META_CLUSTER_ID")
+        {
+            self.cluster_id = c;
+        }
+        if self.trust_domain == "cluster.local"
+            && let Some(td) = get("TRUST_DOMAIN")
+        {
+            self.trust_domain = td;
+        }
+        if self.log_level == "info"
+            && let Some(l) = get("PROXY_LOG_LEVEL")
+        {
+            self.log_level = istio_log_level(&l);
+        }
+        if self.labels.is_empty()
+            && let Ok(text) = std::fs::read_to_string(labels_file)
+        {
+            self.labels = downward_labels(&text);
+        }
+    }
+}
+
 /// `9080`, `9080:HTTP`, `9080:http:http-web`.
 pub fn parse_workload_port(s: &str) -> Result<halyard_config::discovery::WorkloadPort, String> {
     let mut parts = s.split(':');
@@ -317,7 +418,10 @@ pub async fn run(mut args: Args) -> Result<(), ProxyError> {
         Some(Mode::Wait) => return wait_ready(&args).await,
         Some(Mode::Drain) => return drain_local(&args).await,
         Some(Mode::Router) => args.proxy_type = "router".into(),
-        Some(Mode::Sidecar) | None => {}
+        Some(Mode::Sidecar) => {
+            args.fill_from_injected_env(&|k| std::env::var(k).ok(), Path::new(POD_LABELS_FILE))
+        }
+        None => {}
     }
     let reloader = init_logging(&args.log_level, args.log_json);
     // Bad probe/annotation env is refused before anything starts, naming the field.
@@ -600,5 +704,71 @@ mod tests {
         );
         assert!(parse_workload_port("0").is_err());
         assert!(parse_workload_port("x:tcp").is_err());
+    }
+
+    #[test]
+    fn injected_env_fills_what_flags_leave_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = dir.path().join("labels");
+        std::fs::write(
+            &labels,
+            "app=\"reviews\"\npod-template-hash=\"7d9f\"\nservice.istio.io/canonical-name=\"reviews\"\nversion=\"v2\"\n",
+        )
+        .unwrap();
+        let env = |k: &str| {
+            Some(
+                match k {
+                    "DISCOVERY_ADDRESS" => "halyard-operator.halyard-system.svc:15010",
+                    "POD_NAME" => "reviews-v2-7d9f-x1",
+                    "INSTANCE_IP" => "10.1.2.3",
+                    "ISTIO_META_WORKLOAD_NAME" => "reviews-v2",
+                    "ISTIO_META_CLUSTER_ID" => "east",
+                    "TRUST_DOMAIN" => "example.org",
+                    "PROXY_LOG_LEVEL" => "warning",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let mut a =
+            Args::try_parse_from(["halyard-proxy", "sidecar", "--namespace", "shop"]).unwrap();
+        a.fill_from_injected_env(&env, &labels);
+        assert_eq!(
+            a.discovery_address,
+            ["http://halyard-operator.halyard-system.svc:15010"]
+        );
+        assert_eq!(a.node_id, "reviews-v2-7d9f-x1.shop");
+        assert_eq!(a.ips, ["10.1.2.3"]);
+        assert_eq!(
+            (a.workload.as_str(), a.cluster_id.as_str()),
+            ("reviews-v2", "east")
+        );
+        assert_eq!(a.log_level, "warn");
+        let node = a.node().unwrap();
+        assert_eq!(node.principal, "");
+        assert_eq!(node.labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(
+            node.labels
+                .get("service.istio.io/canonical-name")
+                .map(String::as_str),
+            Some("reviews")
+        );
+
+        // Explicit flags win; a static config is not overridden by a discovery address.
+        let mut b = Args::try_parse_from([
+            "halyard-proxy",
+            "sidecar",
+            "--config",
+            "/x.yaml",
+            "--node-id",
+            "mine.ns",
+            "--workload",
+            "w",
+        ])
+        .unwrap();
+        b.fill_from_injected_env(&env, &dir.path().join("absent"));
+        assert!(b.discovery_address.is_empty());
+        assert_eq!((b.node_id.as_str(), b.workload.as_str()), ("mine.ns", "w"));
+        assert!(b.labels.is_empty());
     }
 }
