@@ -384,6 +384,10 @@ impl Connection {
                 continue;
             }
             let d = diff(&old, &new);
+            // the same resources reached by another route (e.g. a filtered set): nothing to send
+            if d.is_empty() {
+                continue;
+            }
             match (d.upserted.is_empty(), d.removed.is_empty()) {
                 (_, true) => adds.push((type_url, Phase::Add(new, d.upserted))),
                 (true, false) => removals.push((type_url, new, d.removed)),

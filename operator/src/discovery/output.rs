@@ -67,6 +67,8 @@ pub struct ResourceSet {
     items: Vec<WireResource>,
     /// All entries back to back, in name order; `None` when the items come from different buffers.
     blob: Option<Bytes>,
+    /// Hash of the names and versions, computed once (a scope's set is shared by every proxy of a push).
+    digest: u64,
 }
 
 impl ResourceSet {
@@ -101,9 +103,18 @@ impl ResourceSet {
                 entry: blob.slice(start..end),
             })
             .collect();
+        ResourceSet::with_digest(items, Some(blob))
+    }
+
+    fn with_digest(items: Vec<WireResource>, blob: Option<Bytes>) -> Self {
+        let mut hasher = DefaultHasher::new();
+        for r in &items {
+            (&*r.name, &*r.version).hash(&mut hasher);
+        }
         ResourceSet {
+            digest: hasher.finish(),
             items,
-            blob: Some(blob),
+            blob,
         }
     }
 
@@ -111,7 +122,7 @@ impl ResourceSet {
     pub fn from_wire(mut items: Vec<WireResource>) -> Self {
         items.sort_by(|a, b| a.name.cmp(&b.name));
         items.dedup_by(|a, b| a.name == b.name);
-        ResourceSet { items, blob: None }
+        ResourceSet::with_digest(items, None)
     }
 
     pub fn len(&self) -> usize {
@@ -137,14 +148,6 @@ impl ResourceSet {
             None => out.extend(self.items.iter().map(|r| r.entry.clone())),
         }
     }
-
-    fn digest(&self) -> u64 {
-        let mut hasher = DefaultHasher::new();
-        for r in &self.items {
-            (&*r.name, &*r.version).hash(&mut hasher);
-        }
-        hasher.finish()
-    }
 }
 
 /// The resources of one type: a part shared by every proxy of the same scope (one copy per push) plus a
@@ -167,7 +170,7 @@ impl TypeOutput {
     /// `local` names must not occur in `shared`.
     pub fn from_parts(shared: Arc<ResourceSet>, local: ResourceSet) -> Self {
         let mut hasher = DefaultHasher::new();
-        (shared.digest(), local.digest()).hash(&mut hasher);
+        (shared.digest, local.digest).hash(&mut hasher);
         TypeOutput {
             shared,
             local: Arc::new(local),
