@@ -115,7 +115,7 @@ async fn a_new_namespace_gets_the_root_once() {
     assert_eq!(h.ctx.root().as_deref(), Some(root.as_str()));
 
     let action = h.reconcile("apps").await.unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(600)));
+    assert_eq!(action, Action::requeue(Duration::from_secs(1800)));
     let cm = h.published("apps").expect("ConfigMap created");
     assert_eq!(cm["data"]["root-cert.pem"], root.as_str());
     assert_eq!(cm["metadata"]["labels"]["istio.io/config"], "true");

@@ -48,7 +48,8 @@ pub use halyard_webhook::decision::IGNORED_NAMESPACES;
 pub struct RootCertOptions {
     /// How often the root is re-read from the CA Secret (besides every MeshInstall event).
     pub root_poll: Duration,
-    /// Periodic re-check of each namespace's ConfigMap (besides the watch on the ConfigMaps).
+    /// Periodic re-check of each namespace's ConfigMap (one GET per namespace); the watch on the ConfigMaps
+    /// repairs deletions and edits at once, so this only covers missed watch events.
     pub resync: Duration,
 }
 
@@ -56,7 +57,7 @@ impl Default for RootCertOptions {
     fn default() -> Self {
         RootCertOptions {
             root_poll: Duration::from_secs(10),
-            resync: Duration::from_secs(600),
+            resync: Duration::from_secs(1800),
         }
     }
 }
