@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use halyard_crds::install::MeshInstall;
 use halyard_operator::install::ca::ServingCert;
 use halyard_operator::install::client as install_client;
@@ -177,8 +177,16 @@ fn argv(deployment: &Value, container: &Value, binary: &str, cmd: &clap::Command
     argv
 }
 
+/// Parses with the binary's parser, its environment fallbacks switched off: [`argv`] already turned the
+/// container's environment into flags, and this test process's own environment (a `KUBECONFIG`, a
+/// `POD_NAMESPACE` in CI) must not leak in.
 fn parse<A: Parser>(argv: &[String], what: &str) -> A {
-    A::try_parse_from(argv).unwrap_or_else(|e| panic!("{what}: {argv:?} does not parse:\n{e}"))
+    let cmd = A::command().mut_args(|a| a.env(None::<&'static str>));
+    let matches = cmd
+        .try_get_matches_from(argv)
+        .unwrap_or_else(|e| panic!("{what}: {argv:?} does not parse:\n{e}"));
+    A::from_arg_matches(&matches)
+        .unwrap_or_else(|e| panic!("{what}: {argv:?} does not parse:\n{e}"))
 }
 
 /// `path` is a file inside a mounted ConfigMap or Secret that has the key.
