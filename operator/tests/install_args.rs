@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use halyard_crds::install::MeshInstall;
 use halyard_operator::install::ca::ServingCert;
 use halyard_operator::install::client as install_client;
