@@ -246,3 +246,50 @@ async fn callers_outside_the_mesh_get_no_metadata_and_stay_unknown() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn auto_mtls_clusters_receive_our_metadata_on_the_wire() {
+    // An in-mesh service by its auto-mTLS setting (no endpoint marked): the bytes the upstream
+    // receives carry our identity in Istio's format.
+    let (ratings, _) = http_backend("ratings").await;
+    const RATINGS: &str = "outbound|9080||ratings.default.svc.cluster.local";
+    let mut c = cluster(RATINGS, "ratings.default.svc.cluster.local");
+    c.tls = Some(r::UpstreamTls {
+        mode: r::upstream_tls::Mode::AutoIstioMutual as i32,
+        ..Default::default()
+    });
+    let res = ProxyResources {
+        version: "1".into(),
+        listeners: vec![listener(
+            "out",
+            r::listener::Direction::Outbound,
+            vec![inline_http_chain("http", RATINGS)],
+        )],
+        clusters: vec![c],
+        endpoints: vec![endpoints(RATINGS, &[ratings])],
+        ..Default::default()
+    };
+    let (_p, out) = proxy(
+        workload("reviews", "v3", "default", "bookinfo-reviews"),
+        &res,
+    );
+    let got = get(&h1_client(), out, "ratings", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let seen = &got.json()["headers"];
+    assert_eq!(seen[ID], "sidecar~~reviews-v3-7d9f.default~default.svc");
+    let meta = seen[META].as_str().expect("metadata sent");
+    let (w, cluster_id) = halyard_proxy::peer::decode(meta.as_bytes(), "").unwrap();
+    assert_eq!(
+        (
+            w.workload.as_str(),
+            w.app.as_str(),
+            w.version.as_str(),
+            cluster_id.as_str()
+        ),
+        ("reviews-v3", "reviews", "v3", "Kubernetes")
+    );
+    assert_eq!(
+        w.principal,
+        "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+    );
+}
