@@ -962,7 +962,7 @@ async fn a_failed_uninstall_keeps_the_finalizer_says_why_and_is_retried() {
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if done() {
             return;
         }

@@ -343,7 +343,7 @@ async fn api_errors_are_requeued_with_backoff() {
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if done() {
             return;
         }
