@@ -745,7 +745,6 @@ mod tests {
         );
         assert_eq!(a.log_level, "warn");
         let node = a.node().unwrap();
-        assert_eq!(node.principal, "");
         assert_eq!(node.labels.get("version").map(String::as_str), Some("v2"));
         assert_eq!(
             node.labels
