@@ -378,8 +378,10 @@ impl Drop for Child {
     }
 }
 
-/// Start `halyard-proxy sidecar` in static mode with every port on a free loopback port.
-fn spawn_proxy(dir: &std::path::Path) -> (Child, SocketAddr, SocketAddr, SocketAddr) {
+/// Start `halyard-proxy sidecar` in static mode with every port on a free loopback port; returns
+/// once its agent port answers. A port taken between probing and binding makes the child exit:
+/// then it is tried again on other ports.
+async fn spawn_proxy(dir: &std::path::Path) -> (Child, SocketAddr, SocketAddr, SocketAddr) {
     let cfg = dir.join("proxy.json");
     std::fs::write(
         &cfg,
@@ -390,26 +392,41 @@ fn spawn_proxy(dir: &std::path::Path) -> (Child, SocketAddr, SocketAddr, SocketA
         .unwrap(),
     )
     .unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let agent: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let prom = format!("127.0.0.1:{}", free_port());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_halyard-proxy"))
-        .arg("sidecar")
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--admin-address", &admin.to_string()])
-        .args(["--status-address", &status.to_string()])
-        .args(["--prometheus-address", &prom])
-        .args(["--agent-address", &agent.to_string()])
-        .args(["--interception", "none", "--concurrency", "1"])
-        .args(["--drain-duration", "2s"])
-        .env_remove("ISTIO_KUBE_APP_PROBERS")
-        .env_remove("ISTIO_PROMETHEUS_ANNOTATIONS")
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    (Child(child), admin, status, agent)
+    for _attempt in 0..3 {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let agent: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let prom = format!("127.0.0.1:{}", free_port());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_halyard-proxy"))
+            .arg("sidecar")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--admin-address", &admin.to_string()])
+            .args(["--status-address", &status.to_string()])
+            .args(["--prometheus-address", &prom])
+            .args(["--agent-address", &agent.to_string()])
+            .args(["--interception", "none", "--concurrency", "1"])
+            .args(["--drain-duration", "2s"])
+            .env_remove("ISTIO_KUBE_APP_PROBERS")
+            .env_remove("ISTIO_PROMETHEUS_ANNOTATIONS")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut child = Child(child);
+        // The agent port is bound last: once it answers and the child lives, all are ours.
+        for _ in 0..200 {
+            if child.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            if tokio::net::TcpStream::connect(agent).await.is_ok()
+                && child.0.try_wait().unwrap().is_none()
+            {
+                return (child, admin, status, agent);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    panic!("halyard-proxy did not come up in three attempts");
 }
 
 fn exited_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -423,21 +440,10 @@ fn exited_within(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
-async fn wait_up(addr: SocketAddr) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{addr} never came up");
-}
-
 #[tokio::test]
 async fn quitquitquit_on_the_agent_port_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _admin, status, agent) = spawn_proxy(dir.path());
-    wait_up(agent).await;
+    let (mut child, _admin, status, agent) = spawn_proxy(dir.path()).await;
 
     // `halyard-proxy wait` (the hold-application postStart hook) succeeds against it.
     let waited = tokio::process::Command::new(env!("CARGO_BIN_EXE_halyard-proxy"))
@@ -470,8 +476,7 @@ async fn quitquitquit_on_the_agent_port_exits_zero() {
 #[tokio::test]
 async fn quitquitquit_on_the_admin_port_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, admin, _status, _agent) = spawn_proxy(dir.path());
-    wait_up(admin).await;
+    let (mut child, admin, _status, _agent) = spawn_proxy(dir.path()).await;
     let got = call(admin, Method::POST, "/quitquitquit").await;
     assert_eq!(got.status, StatusCode::OK);
     let st = exited_within(&mut child, Duration::from_secs(10)).expect("exits after quitquitquit");
