@@ -118,6 +118,9 @@ pub struct Args {
     /// How often DNS clusters (ServiceEntry `resolution: DNS`) are re-resolved (Istio's dnsRefreshRate).
     #[arg(long, env = "HALYARD_DNS_REFRESH_RATE", default_value = "60s", value_parser = parse_duration)]
     pub dns_refresh_rate: Duration,
+    /// `sidecar`: the downward-API file with the pod's labels (read when `--labels` is empty).
+    #[arg(long, env = "HALYARD_POD_LABELS_FILE", default_value = POD_LABELS_FILE)]
+    pub pod_labels_file: PathBuf,
     /// `wait`: how long to wait for readiness before failing.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
@@ -419,7 +422,8 @@ pub async fn run(mut args: Args) -> Result<(), ProxyError> {
         Some(Mode::Drain) => return drain_local(&args).await,
         Some(Mode::Router) => args.proxy_type = "router".into(),
         Some(Mode::Sidecar) => {
-            args.fill_from_injected_env(&|k| std::env::var(k).ok(), Path::new(POD_LABELS_FILE))
+            let labels = args.pod_labels_file.clone();
+            args.fill_from_injected_env(&|k| std::env::var(k).ok(), &labels)
         }
         None => {}
     }

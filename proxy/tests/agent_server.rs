@@ -381,7 +381,10 @@ impl Drop for Child {
 /// Start `halyard-proxy sidecar` in static mode with every port on a free loopback port; returns
 /// once its agent port answers. A port taken between probing and binding makes the child exit:
 /// then it is tried again on other ports.
-async fn spawn_proxy(dir: &std::path::Path) -> (Child, SocketAddr, SocketAddr, SocketAddr) {
+async fn spawn_proxy(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (Child, SocketAddr, SocketAddr, SocketAddr) {
     let cfg = dir.join("proxy.json");
     std::fs::write(
         &cfg,
@@ -409,6 +412,7 @@ async fn spawn_proxy(dir: &std::path::Path) -> (Child, SocketAddr, SocketAddr, S
             .args(["--drain-duration", "2s"])
             .env_remove("ISTIO_KUBE_APP_PROBERS")
             .env_remove("ISTIO_PROMETHEUS_ANNOTATIONS")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -443,7 +447,7 @@ fn exited_within(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 #[tokio::test]
 async fn quitquitquit_on_the_agent_port_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _admin, status, agent) = spawn_proxy(dir.path()).await;
+    let (mut child, _admin, status, agent) = spawn_proxy(dir.path(), &[]).await;
 
     // `halyard-proxy wait` (the hold-application postStart hook) succeeds against it.
     let waited = tokio::process::Command::new(env!("CARGO_BIN_EXE_halyard-proxy"))
@@ -476,7 +480,7 @@ async fn quitquitquit_on_the_agent_port_exits_zero() {
 #[tokio::test]
 async fn quitquitquit_on_the_admin_port_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, admin, _status, _agent) = spawn_proxy(dir.path()).await;
+    let (mut child, admin, _status, _agent) = spawn_proxy(dir.path(), &[]).await;
     let got = call(admin, Method::POST, "/quitquitquit").await;
     assert_eq!(got.status, StatusCode::OK);
     let st = exited_within(&mut child, Duration::from_secs(10)).expect("exits after quitquitquit");
@@ -501,4 +505,47 @@ async fn wait_fails_when_nothing_becomes_ready() {
         .unwrap();
     assert!(!st.success());
     assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn the_injected_env_configures_the_sidecar() {
+    // What the injector gives an `istio-proxy` container, under Istio's names.
+    let web = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, "app=\"reviews\"\nversion=\"v2\"\n").unwrap();
+    let probers = serde_json::json!({
+        "/app-health/web/livez": {"httpGet": {"path": "/healthy", "port": web.port()}},
+        "/app-health/web/readyz": {"httpGet": {"path": "/unhealthy", "port": web.port()}},
+    })
+    .to_string();
+    let env = [
+        ("POD_NAME", "reviews-v2-7d9f-x1".to_string()),
+        ("POD_NAMESPACE", "shop".to_string()),
+        ("INSTANCE_IP", "127.0.0.1".to_string()),
+        ("ISTIO_META_WORKLOAD_NAME", "reviews-v2".to_string()),
+        ("PROXY_LOG_LEVEL", "warning".to_string()),
+        ("HALYARD_POD_LABELS_FILE", labels.display().to_string()),
+        ("ISTIO_KUBE_APP_PROBERS", probers),
+    ];
+    let (_child, admin, _status, agent) = spawn_proxy(dir.path(), &env).await;
+    let info = call(admin, Method::GET, "/server_info").await.json();
+    assert_eq!(info["node"]["id"], "reviews-v2-7d9f-x1.shop", "{info}");
+    assert_eq!(info["node"]["namespace"], "shop");
+    assert_eq!(info["node"]["workload"], "reviews-v2");
+    assert_eq!(info["node"]["labels"]["app"], "reviews");
+    assert_eq!(info["node"]["labels"]["version"], "v2");
+    // The probes from the env run against the app at INSTANCE_IP.
+    assert_eq!(
+        call(agent, Method::GET, "/app-health/web/livez")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(agent, Method::GET, "/app-health/web/readyz")
+            .await
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
