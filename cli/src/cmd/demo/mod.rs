@@ -39,6 +39,8 @@ use sync::SyncView;
 /// by 100 ms; a loaded CI machine is slower).
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest the demo waits for one answer of the control plane's debug endpoints.
+const DEBUG_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the demo reads the operator's `/debug/syncz` while waiting.
 const SYNC_POLL: Duration = Duration::from_millis(20);
 /// The ISTIOD column of `halyard proxy-status` for the demo's control plane.
@@ -162,7 +164,7 @@ pub struct Mesh {
 /// How a config change reached the proxies.
 struct Synced {
     version: u64,
-    /// From the write until the control plane's config version moved (its directory poll).
+    /// From the write until the control plane's config version moved (it noticed the file).
     read_after: Duration,
     /// From the write until every proxy had ACKed the new version.
     acked_after: Duration,
@@ -249,7 +251,12 @@ impl Mesh {
     /// The objects the control plane skipped as invalid (its `/debug/configz`), one line each.
     async fn rejected(&self) -> anyhow::Result<Vec<String>> {
         let base = self.topology.monitoring_url();
-        let body = halyard_operator::debug::client::get(&base, "/debug/configz").await?;
+        let body = tokio::time::timeout(
+            DEBUG_TIMEOUT,
+            halyard_operator::debug::client::get(&base, "/debug/configz"),
+        )
+        .await
+        .map_err(|_| anyhow!("{base}/debug/configz: no answer within {DEBUG_TIMEOUT:?}"))??;
         let configz: Value = serde_json::from_slice(&body)
             .with_context(|| format!("{base}/debug/configz is not JSON"))?;
         let rejected = configz["rejected"].as_array().cloned().unwrap_or_default();
@@ -811,11 +818,11 @@ const WATCH_POLL: Duration = Duration::from_millis(250);
 /// The control plane's `/debug/syncz`, or why not (bounded: a hung control plane must not hang the demo).
 async fn read_syncz(base: &str) -> anyhow::Result<halyard_operator::discovery::status::SyncReport> {
     tokio::time::timeout(
-        Duration::from_secs(3),
+        DEBUG_TIMEOUT,
         halyard_operator::debug::client::sync_report(base),
     )
     .await
-    .map_err(|_| anyhow!("{base}/debug/syncz: no answer within 3s"))?
+    .map_err(|_| anyhow!("{base}/debug/syncz: no answer within {DEBUG_TIMEOUT:?}"))?
     .map_err(anyhow::Error::from)
 }
 
