@@ -25,6 +25,10 @@ pub const COMPONENT_LOG_LEVEL: &str = "sidecar.istio.io/componentLogLevel";
 pub const AGENT_LOG_LEVEL: &str = "sidecar.istio.io/agentLogLevel";
 pub const MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";
 
+// Extra volumes for the pod and mounts for the proxy: JSON maps keyed by volume name.
+pub const USER_VOLUME: &str = "sidecar.istio.io/userVolume";
+pub const USER_VOLUME_MOUNT: &str = "sidecar.istio.io/userVolumeMount";
+
 // Resources.
 pub const PROXY_CPU: &str = "sidecar.istio.io/proxyCPU";
 pub const PROXY_MEMORY: &str = "sidecar.istio.io/proxyMemory";
@@ -211,6 +215,34 @@ pub fn quantity(v: &str) -> Result<(), String> {
     if ok_suffix { Ok(()) } else { Err(bad()) }
 }
 
+/// `userVolume` / `userVolumeMount`: `{"<name>": {<fields>}, ...}` in JSON. Returns the entries in name order
+/// (Istio's template ranges over the map, which is sorted), each an object with `name` first.
+pub fn named_objects(v: &str) -> Result<Vec<serde_json::Value>, String> {
+    use serde_json::{Map, Value};
+    let parsed: Map<String, Value> = serde_json::from_str(v)
+        .map_err(|e| format!("not a JSON object of name to settings: {e}"))?;
+    let mut entries = Vec::with_capacity(parsed.len());
+    for (name, fields) in parsed {
+        let Value::Object(fields) = fields else {
+            return Err(format!("{name:?} is not a JSON object"));
+        };
+        if name.is_empty() {
+            return Err("an entry has an empty name".to_string());
+        }
+        entries.push((name, fields));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries
+        .into_iter()
+        .map(|(name, fields)| {
+            let mut m = Map::with_capacity(fields.len() + 1);
+            m.insert("name".to_string(), Value::String(name));
+            m.extend(fields.into_iter().filter(|(k, _)| k != "name"));
+            Value::Object(m)
+        })
+        .collect())
+}
+
 fn proxy_config(v: &str) -> Result<(), String> {
     ProxyConfig::from_yaml(v).map(|_| ())
 }
@@ -244,6 +276,8 @@ const CHECKS: &[(&str, Check)] = &[
     (CAP_NET_BIND_SERVICE, bool_check),
     (MERGE_METRICS, bool_check),
     (PROXY_CONFIG, proxy_config),
+    (USER_VOLUME, |v| named_objects(v).map(|_| ())),
+    (USER_VOLUME_MOUNT, |v| named_objects(v).map(|_| ())),
 ];
 
 /// Checks every annotation Istio validates; all failures are reported, in annotation-name order.
@@ -306,6 +340,25 @@ mod tests {
         assert!(one(EXCLUDE_INBOUND_PORTS, "0").is_err());
         assert!(one(STATUS_PORT, "0").is_ok());
         assert!(one(STATUS_PORT, "70000").is_err());
+    }
+
+    #[test]
+    fn user_volumes_are_named_objects_in_name_order() {
+        let v = named_objects(
+            r#"{"b": {"secret": {"secretName": "s"}}, "a": {"name": "x", "emptyDir": {}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            [
+                serde_json::json!({"name": "a", "emptyDir": {}}),
+                serde_json::json!({"name": "b", "secret": {"secretName": "s"}}),
+            ]
+        );
+        assert!(one(USER_VOLUME, r#"{"a": "secret"}"#).is_err());
+        assert!(one(USER_VOLUME_MOUNT, "[1]").is_err());
+        assert!(one(USER_VOLUME_MOUNT, r#"{"": {}}"#).is_err());
+        assert!(one(USER_VOLUME_MOUNT, r#"{"a": {"mountPath": "/a"}}"#).is_ok());
     }
 
     #[test]

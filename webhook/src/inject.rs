@@ -45,7 +45,7 @@ use crate::template::InjectionTemplate;
 use ops::Ops;
 use parts::{
     Capabilities, Chain, ContainerPort, Env, EnvVar, ExecCommand, ExecHandler, HttpGet,
-    InitContainer, Item, Lifecycle, Probe, ProxyContainer, ProxySecurityContext, Volume,
+    InitContainer, Item, Lifecycle, Mounts, Probe, ProxyContainer, ProxySecurityContext, Volume,
 };
 
 pub const PROXY_CONTAINER: &str = "istio-proxy";
@@ -177,6 +177,8 @@ struct Plan<'a> {
     /// Indices of the pod's volumes that are named like ours and replaced by ours.
     replaced_volumes: Vec<usize>,
     volumes: [Volume<'a>; 8],
+    /// `sidecar.istio.io/userVolume`, added after ours.
+    user_volumes: Vec<Value>,
     /// `None`: the template has no image pull secrets and the list is left alone.
     secrets: Option<Vec<&'a str>>,
     annotations: Vec<(&'a str, String)>,
@@ -398,6 +400,7 @@ impl Injector {
             &workload,
             &app_names,
         );
+        proxy.volume_mounts.user = user_objects(current_annotations, ann::USER_VOLUME_MOUNT)?;
         if !probers.is_empty() {
             proxy.env.rest.push(EnvVar::value(
                 probes::APP_PROBERS_ENV,
@@ -430,12 +433,20 @@ impl Injector {
         }
         status.init_containers = (!init_names.is_empty()).then_some(init_names);
 
+        let user_volumes = user_objects(current_annotations, ann::USER_VOLUME)?;
         let replaced_volumes = containers(pod, "volumes")
             .enumerate()
-            .filter(|(_, v)| VOLUMES.contains(&name_of(v)))
+            .filter(|(_, v)| is_added_volume(name_of(v), &user_volumes))
             .map(|(i, _)| i)
             .collect();
-        status.volumes = Some(VOLUMES.iter().map(|s| s.to_string()).collect());
+        status.volumes = Some(
+            VOLUMES
+                .iter()
+                .copied()
+                .chain(user_volumes.iter().map(name_of))
+                .map(str::to_string)
+                .collect(),
+        );
 
         let secrets = (!self.template.image_pull_secrets.is_empty()).then(|| {
             let mut added: Vec<&'a str> = Vec::new();
@@ -491,6 +502,7 @@ impl Injector {
             proxy,
             rewrites,
             replaced_volumes,
+            user_volumes,
             volumes: Volume::all(
                 &self.template.token_audience,
                 &self.template.ca_root_config_map,
@@ -854,7 +866,10 @@ impl Injector {
                 run_as_user: user,
                 run_as_group: t.proxy.gid,
             },
-            volume_mounts: &parts::PROXY_MOUNTS,
+            volume_mounts: Mounts {
+                ours: &parts::PROXY_MOUNTS,
+                user: Vec::new(),
+            },
             image_pull_policy: &t.proxy.image_pull_policy,
             restart_policy: s.native.then_some("Always"),
             lifecycle,
@@ -962,7 +977,7 @@ impl Plan<'_> {
                         merge_override(&mut v, o);
                     }
                 }
-                Item::Volume(_) | Item::Secret(_) => {}
+                Item::Volume(_) | Item::Secret(_) | Item::Json(_) => {}
             }
             Ok(v)
         };
@@ -994,10 +1009,11 @@ impl Plan<'_> {
         }
 
         let mut volumes = take_list(spec, "volumes");
-        volumes.retain(|v| !VOLUMES.contains(&name_of(v)));
+        volumes.retain(|v| !is_added_volume(name_of(v), &self.user_volumes));
         for v in &self.volumes {
             volumes.push(to_value(&Item::Volume(v))?);
         }
+        volumes.extend(self.user_volumes.iter().cloned());
         put_list(spec, "volumes", volumes);
 
         if let Some(items) = self.secret_items() {
@@ -1040,7 +1056,9 @@ impl Plan<'_> {
         let [(init_front, init_back), (app_front, app_back)] = self.container_items();
         write_list(spec, "initContainers", &[], &init_front, &init_back, ops)?;
         write_list(spec, "containers", &[], &app_front, &app_back, ops)?;
-        let volumes: Vec<Item<'_, '_>> = self.volumes.iter().map(Item::Volume).collect();
+        let volumes: Vec<Item<'_, '_>> = (self.volumes.iter().map(Item::Volume))
+            .chain(self.user_volumes.iter().map(Item::Json))
+            .collect();
         write_list(spec, "volumes", &self.replaced_volumes, &[], &volumes, ops)?;
         if let Some(items) = self.secret_items() {
             write_list(spec, "imagePullSecrets", &[], &[], &items, ops)?;
@@ -1363,6 +1381,24 @@ pub fn workload_of(pod: &Value, ctx: &PodContext<'_>) -> WorkloadMeta {
         namespace,
         kind: "Pod".into(),
         api_version: "v1".into(),
+    }
+}
+
+/// Whether a pod volume of this name is replaced by one injection adds (ours or a user volume).
+fn is_added_volume(name: &str, user_volumes: &[Value]) -> bool {
+    VOLUMES.contains(&name) || user_volumes.iter().any(|u| name_of(u) == name)
+}
+
+/// The entries of a `userVolume` / `userVolumeMount` annotation (validated before; see
+/// [`ann::named_objects`]).
+fn user_objects(annotations: &Labels, name: &str) -> Result<Vec<Value>, Error> {
+    match annotations.get(name) {
+        None => Ok(Vec::new()),
+        Some(text) => ann::named_objects(text).map_err(|why| Error::InvalidAnnotation {
+            name: name.to_string(),
+            value: text.clone(),
+            why,
+        }),
     }
 }
 

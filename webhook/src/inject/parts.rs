@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -32,6 +33,26 @@ pub(super) struct Mount {
 impl Mount {
     const fn new(name: &'static str, mount_path: &'static str) -> Self {
         Mount { name, mount_path }
+    }
+}
+
+/// The proxy's volume mounts: ours, then the pod's `sidecar.istio.io/userVolumeMount` ones.
+#[derive(Debug, Clone)]
+pub(super) struct Mounts {
+    pub ours: &'static [Mount],
+    pub user: Vec<Value>,
+}
+
+impl Serialize for Mounts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.ours.len() + self.user.len()))?;
+        for m in self.ours {
+            seq.serialize_element(m)?;
+        }
+        for m in &self.user {
+            seq.serialize_element(m)?;
+        }
+        seq.end()
     }
 }
 
@@ -176,7 +197,7 @@ pub(super) struct ProxyContainer<'a> {
     pub env: Env<'a>,
     pub resources: Cow<'a, Value>,
     pub security_context: ProxySecurityContext,
-    pub volume_mounts: &'static [Mount],
+    pub volume_mounts: Mounts,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub image_pull_policy: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -370,6 +391,8 @@ pub(super) enum Item<'p, 'a> {
     Proxy(&'p ProxyContainer<'a>),
     Volume(&'p Volume<'a>),
     Secret(&'a str),
+    /// A `sidecar.istio.io/userVolume` volume.
+    Json(&'p Value),
 }
 
 impl Serialize for Item<'_, '_> {
@@ -379,6 +402,7 @@ impl Serialize for Item<'_, '_> {
             Item::Proxy(c) => c.serialize(s),
             Item::Volume(v) => v.serialize(s),
             Item::Secret(name) => NameRef { name }.serialize(s),
+            Item::Json(v) => v.serialize(s),
         }
     }
 }
