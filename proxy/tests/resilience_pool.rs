@@ -457,3 +457,41 @@ async fn tcp_proxy_idle_timeout_and_max_connection_duration() {
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_max_requests_bounds_requests_in_flight() {
+    let (b, log) = conn_backend().await;
+    let res = resources(vec![svc_route("r", vec![], |_| {})], &[b], |c| {
+        h2(c);
+        c.connection_pool = Some(pool(
+            Default::default(),
+            r::connection_pool::Http {
+                http2_max_requests: 2,
+                ..Default::default()
+            },
+        ));
+    });
+    let (p, addrs) = start_proxy(node("client", "v1"), &res);
+    let px = addrs["outbound"];
+    let c = h1_client();
+    let reqs = (0..5).map(|_| {
+        let c = c.clone();
+        async move { get(&c, px, "svc", "/", &[("x-delay-ms", "800")]).await }
+    });
+    let t = Instant::now();
+    let got = futures::future::join_all(reqs).await;
+    let ok = got.iter().filter(|g| g.status == 200).count();
+    let overflow = got.iter().filter(|g| g.status == 503).count();
+    println!(
+        "http2MaxRequests 2: {ok} served, {overflow} refused of 5 concurrent in {:?}",
+        t.elapsed()
+    );
+    assert_eq!((ok, overflow), (2, 3));
+    assert_eq!(flagged(&p, 503, "UO"), 3);
+    assert_eq!(
+        log.max_concurrent.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    // Once they are done the limit admits new requests.
+    gets(px, 3, Duration::ZERO).await;
+}
