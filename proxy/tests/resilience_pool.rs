@@ -305,7 +305,7 @@ async fn max_concurrent_streams_opens_more_http2_connections() {
         let c = h1_client();
         let reqs = (0..6).map(|_| {
             let c = c.clone();
-            async move { get(&c, px, "svc", "/", &[("x-delay-ms", "300")]).await }
+            async move { get(&c, px, "svc", "/", &[("x-delay-ms", "600")]).await }
         });
         for got in futures::future::join_all(reqs).await {
             assert_eq!(got.status, 200);
