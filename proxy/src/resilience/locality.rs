@@ -51,6 +51,28 @@ pub struct NodeSide<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
+/// The proxy's locality: `--locality`, else (as the control plane reads workloads) its
+/// `istio-locality` label (`region.zone.subzone` or with `/`), else the topology labels
+/// `topology.kubernetes.io/region`, `topology.kubernetes.io/zone`, `topology.istio.io/subzone`.
+pub fn node_locality(node: NodeSide<'_>) -> String {
+    if !node.locality.is_empty() {
+        return node.locality.to_string();
+    }
+    if let Some(l) = node.labels.get("istio-locality") {
+        return if l.contains('/') {
+            l.clone()
+        } else {
+            l.replace('.', "/")
+        };
+    }
+    let get = |k: &str| node.labels.get(k).map_or("", String::as_str);
+    let (region, zone, subzone) = (get(REGION_LABEL), get(ZONE_LABEL), get(SUBZONE_LABEL));
+    if region.is_empty() && zone.is_empty() && subzone.is_empty() {
+        return String::new();
+    }
+    format!("{region}/{zone}/{subzone}")
+}
+
 impl LocalityLb {
     /// The plan for a cluster's endpoints; `srcs[i]` is the config endpoint behind `eps[i]`.
     /// `None` when locality does not change the pick (no node locality, disabled, failover
@@ -63,7 +85,7 @@ impl LocalityLb {
         policy: &LbPolicy,
     ) -> Option<Self> {
         let n = eps.len().min(srcs.len());
-        let here = Locality::parse(node.locality);
+        let here = Locality::parse(&node_locality(node));
         let setting = c.load_balancer.as_ref().and_then(|l| l.locality.as_ref());
         if n == 0 || here.is_empty() || setting.is_some_and(|s| !s.enabled) {
             return None;
@@ -329,6 +351,23 @@ mod tests {
         // Nothing healthy anywhere: no choice (the cluster falls back to its plain balancer).
         let mut r = || 1u64;
         assert!(lb.choose(|_| false, &[], &mut r).is_none());
+    }
+
+    #[test]
+    fn node_locality_from_flag_then_labels() {
+        let labels = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let none = labels(&[]);
+        let istio = labels(&[("istio-locality", "us-west.zone1.sub1")]);
+        let topo = labels(&[(REGION_LABEL, "eu"), (ZONE_LABEL, "eu-1a")]);
+        let at = |locality, labels| node_locality(NodeSide { locality, labels });
+        assert_eq!(at("r/z/s", &istio), "r/z/s");
+        assert_eq!(at("", &istio), "us-west/zone1/sub1");
+        assert_eq!(at("", &topo), "eu/eu-1a/");
+        assert_eq!(at("", &none), "");
     }
 
     #[test]
