@@ -99,11 +99,16 @@ impl AdmissionResponse {
         }
     }
 
-    pub fn with_patch(mut self, patch: &json_patch::Patch) -> Self {
-        if !patch.0.is_empty() {
-            let bytes = serde_json::to_vec(patch).unwrap_or_default();
+    pub fn with_patch(self, patch: &json_patch::Patch) -> Self {
+        let json = serde_json::to_vec(patch).unwrap_or_default();
+        self.with_patch_json(&json, patch.0.len())
+    }
+
+    /// The patch as JSON text (see [`crate::inject::AdmissionPatch`]); none when it has no operations.
+    pub fn with_patch_json(mut self, json: &[u8], operations: usize) -> Self {
+        if operations > 0 {
             self.patch_type = Some("JSONPatch");
-            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
         }
         self
     }
@@ -221,14 +226,10 @@ pub fn handle_inject(
         workload: None,
     };
     match injector.admission_patch(pod, &ctx) {
-        Ok(AdmissionPatch::Patch { json, operations }) => {
-            let mut response = AdmissionResponse::allow(uid);
-            if operations > 0 {
-                response.patch_type = Some("JSONPatch");
-                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
-            }
-            (response, Verdict::Success)
-        }
+        Ok(AdmissionPatch::Patch { json, operations }) => (
+            AdmissionResponse::allow(uid).with_patch_json(&json, operations),
+            Verdict::Success,
+        ),
         Ok(AdmissionPatch::Skipped(reason)) => {
             tracing::debug!(uid, %reason, "injection skipped");
             (AdmissionResponse::allow(uid), Verdict::Skip)
