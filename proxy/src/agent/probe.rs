@@ -230,10 +230,41 @@ async fn target(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     Ok(tokio::net::lookup_host((host, port)).await?.collect())
 }
 
-async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+/// The source address the proxy's own connections to its pod use (Istio's
+/// `UpstreamLocalAddressIPv4/IPv6`): the capture rules let traffic from it through, so a probe
+/// of the pod IP reaches the app itself, not the pod's inbound listener (which would answer
+/// with its own 503, count the probe as a request and apply authorization to it).
+fn passthrough_source(dest: IpAddr) -> SocketAddr {
+    match dest {
+        IpAddr::V4(_) => SocketAddr::from(([127, 0, 0, 6], 0)),
+        IpAddr::V6(_) => SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 6], 0)),
+    }
+}
+
+async fn connect_from(addr: SocketAddr, bypass_capture: bool) -> std::io::Result<TcpStream> {
+    if !bypass_capture {
+        return TcpStream::connect(addr).await;
+    }
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    let source = passthrough_source(addr.ip());
+    if let Err(e) = socket.bind(source) {
+        // `::6` exists only where the init container added it; without capture there is
+        // nothing to bypass, so an unbound connection is equivalent.
+        tracing::debug!(error = %e, %source, "probe: cannot bind the passthrough source");
+        return TcpStream::connect(addr).await;
+    }
+    socket.connect(addr).await
+}
+
+/// Connect to the app; `bypass_capture` when `host` is the pod's own address (the probe named
+/// no host), as the kubelet's probes would arrive from outside the pod's capture.
+async fn connect(host: &str, port: u16, bypass_capture: bool) -> std::io::Result<TcpStream> {
     let mut last = None;
     for addr in target(host, port).await? {
-        match TcpStream::connect(addr).await {
+        match connect_from(addr, bypass_capture).await {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -264,12 +295,14 @@ impl Prober {
                     path,
                     headers,
                 } => {
+                    let bypass = host.is_none();
                     let host = host.as_deref().unwrap_or(app_host);
-                    http_probe(*https, host, *port, path, headers, incoming).await
+                    http_probe(*https, host, *port, path, headers, incoming, bypass).await
                 }
                 ProbeKind::Tcp { host, port } => {
+                    let bypass = host.is_none();
                     let host = host.as_deref().unwrap_or(app_host);
-                    match connect(host, *port).await {
+                    match connect(host, *port, bypass).await {
                         Ok(_) => ProbeOutcome::ok(),
                         Err(e) => {
                             ProbeOutcome::fail(format!("tcp probe {}: {e}", authority(host, *port)))
@@ -311,6 +344,7 @@ async fn http_probe(
     path: &str,
     headers: &[(HeaderName, HeaderValue)],
     incoming: &HeaderMap,
+    bypass_capture: bool,
 ) -> ProbeOutcome {
     let auth = authority(host, port);
     let fail = |why: String| {
@@ -342,7 +376,7 @@ async fn http_probe(
     for (n, v) in headers {
         req.headers_mut().insert(n.clone(), v.clone());
     }
-    let tcp = match connect(host, port).await {
+    let tcp = match connect(host, port, bypass_capture).await {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
@@ -431,7 +465,8 @@ async fn grpc_probe(host: &str, port: u16, service: &str) -> ProbeOutcome {
 /// One unary `grpc.health.v1.Health/Check` over HTTP/2 prior knowledge.
 async fn grpc_check(host: &str, port: u16, service: &str) -> Result<i32, String> {
     use prost::Message as _;
-    let tcp = connect(host, port).await.map_err(|e| e.to_string())?;
+    // gRPC probes have no host of their own: always the pod's address.
+    let tcp = connect(host, port, true).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
