@@ -24,7 +24,7 @@
 //!
 //! Needs root, `ip` and `iptables`; without them it says SKIPPED, except under `CI=true` where it fails.
 //! It uses the `halyard-proxy`, `halyard-init` and `halyard-operator` binaries next to the test
-//! executable (`cargo test --workspace` builds them). The test binary also plays the app and the
+//! executable (`cargo test --workspace` builds them), or in `$HALYARD_BIN_DIR`. The test binary also plays the app and the
 //! clients inside the namespaces: it re-executes itself with a role as its first argument (so it has
 //! its own `main`, `harness = false`).
 
@@ -194,16 +194,18 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 }
 
 /// `ROLE_HTTP METHOD URL [name:value...]`: one HTTP/1.1 request (`connection: close`, 5 s timeouts);
-/// prints the status code on the first line and the body after it. Exit 1 when there is no answer.
+/// prints the answer as one JSON document (status, headers, body). Exit 1 when there is no answer.
 fn role_http(args: &[String]) -> ! {
     let [method, url, extra @ ..] = args else {
         eprintln!("{ROLE_HTTP}: expected METHOD URL [name:value...]");
         std::process::exit(2);
     };
     match http_request(method, url, extra) {
-        Ok((status, body)) => {
-            println!("{status}");
-            print!("{body}");
+        Ok((status, headers, body)) => {
+            println!(
+                "{}",
+                json!({"status": status, "headers": headers, "body": body})
+            );
             std::process::exit(0);
         }
         Err(e) => {
@@ -213,7 +215,7 @@ fn role_http(args: &[String]) -> ! {
     }
 }
 
-fn http_request(method: &str, url: &str, extra: &[String]) -> Result<(u16, String), String> {
+fn http_request(method: &str, url: &str, extra: &[String]) -> Result<Reply, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
@@ -254,8 +256,11 @@ fn http_request(method: &str, url: &str, extra: &[String]) -> Result<(u16, Strin
         None => reader.read_to_end(&mut body),
     }
     .map_err(|e| format!("reading the body: {e}"))?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// Status, response headers and body.
+type Reply = (u16, Headers, String);
 
 // ---------------------------------------------------------------------------------------------------
 // Environment: root, tools, binaries
@@ -316,6 +321,8 @@ fn environment() -> Option<Env> {
         })
         .expect("the test executable's directory")
         .to_path_buf();
+    // HALYARD_BIN_DIR: binaries built elsewhere (another profile, a copy that other builds cannot replace).
+    let dir = std::env::var_os("HALYARD_BIN_DIR").map_or(dir, PathBuf::from);
     let bins: Vec<PathBuf> = ["halyard-proxy", "halyard-init", "halyard-operator"]
         .iter()
         .map(|b| dir.join(b))
@@ -401,7 +408,9 @@ impl Lab {
     /// Starts `cmd` (already holding its args and env), with stdout and stderr in `<name>.log`.
     fn spawn(&mut self, name: &str, mut cmd: Command) -> usize {
         let log = self.dir.path().join(format!("{name}.log"));
-        let file = File::create(&log).expect("a log file");
+        let mut file = File::create(&log).expect("a log file");
+        // The command line and environment first, for whoever reads the log of a failure.
+        writeln!(file, "$ {cmd:?}").expect("writing a log file");
         cmd.stdin(Stdio::null())
             .stdout(file.try_clone().expect("a log file handle"))
             .stderr(file);
@@ -770,6 +779,17 @@ fn http_in(
     url: &str,
     headers: &[&str],
 ) -> Result<(u16, String), String> {
+    http_in_full(env, ns, method, url, headers).map(|(status, _, body)| (status, body))
+}
+
+/// [`http_in`] with the response headers.
+fn http_in_full(
+    env: &Env,
+    ns: &str,
+    method: &str,
+    url: &str,
+    headers: &[&str],
+) -> Result<Reply, String> {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns])
         .arg(&env.me)
@@ -783,13 +803,18 @@ fn http_in(
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
-    let status = status
-        .trim()
-        .parse()
-        .map_err(|_| format!("unparsable helper output {text:?}"))?;
-    Ok((status, body.to_string()))
+    let reply: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "unparsable helper output ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let status = reply["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+    let headers: Option<Headers> = serde_json::from_value(reply["headers"].clone()).ok();
+    match (status, headers, reply["body"].as_str()) {
+        (Some(status), Some(headers), Some(body)) => Ok((status, headers, body.to_string())),
+        _ => Err(format!("unexpected helper output: {reply}")),
+    }
 }
 
 /// Polls `check` every 150 ms until it gives `Some`, failing after [`WAIT`] with `what` and the last
@@ -1300,10 +1325,20 @@ fn mesh_in_network_namespaces(env: &Env) {
     const CALLS: usize = 5;
     for i in 0..CALLS {
         let marker = format!("x-mesh-test: call-{i}");
-        let (status, body) = wait_for(&format!("call {i} from the sleep pod to {url}"), || {
-            http_in(env, &sleep_ns, "GET", &url, &[&marker])
-        });
+        let (status, headers, body) =
+            wait_for(&format!("call {i} from the sleep pod to {url}"), || {
+                http_in_full(env, &sleep_ns, "GET", &url, &[&marker])
+            });
         assert_eq!(status, 200, "call {i} to {url}: {body}");
+        // The server's proxy puts its metadata on the response; the client's proxy takes it off.
+        let leaked: Vec<&(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-envoy-peer-metadata"))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "call {i}: the client saw the peer-metadata headers {leaked:?}"
+        );
         let seen: Value = serde_json::from_str(body.trim())
             .unwrap_or_else(|e| panic!("call {i}: the app's answer is not its JSON ({e}): {body}"));
         assert_eq!(
