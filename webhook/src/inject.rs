@@ -40,7 +40,7 @@ use crate::annotations::{self as ann, InterceptionMode, Labels, parse_bool};
 use crate::decision::{self, Decision, PodFacts, SkipReason};
 use crate::error::Error;
 use crate::mesh::{MeshConfig, ProxyConfig};
-use crate::probes::{self, Probers};
+use crate::probes::{self, Probers, Rewritten};
 use crate::template::InjectionTemplate;
 use ops::Ops;
 use parts::{
@@ -134,12 +134,12 @@ struct Settings {
     rewrite_probes: bool,
 }
 
-/// A new value for one probe or lifecycle field of one of the pod's own containers.
-struct Rewrite {
+/// A new value for one probe or lifecycle field of one of the pod's own containers (borrowing the pod).
+struct Rewrite<'p> {
     list: &'static str,
     index: usize,
     field: &'static str,
-    value: Value,
+    value: Rewritten<'p>,
 }
 
 /// String members to set in `metadata.annotations` or `metadata.labels`, resolved against the current ones.
@@ -173,7 +173,6 @@ struct Plan<'a> {
     hold: bool,
     init: Option<InitContainer<'a>>,
     proxy: ProxyContainer<'a>,
-    rewrites: Vec<Rewrite>,
     /// Indices of the pod's volumes that are named like ours and replaced by ours.
     replaced_volumes: Vec<usize>,
     volumes: [Volume<'a>; 8],
@@ -245,7 +244,7 @@ impl Injector {
         let (proxy_override, init_override) = take_user_overrides(&mut pod);
         let (labels, annotations) = labels_and_annotations(&pod)?;
         let overridden = (proxy_override.is_some(), init_override.is_some());
-        let plan = self.plan(
+        let (plan, rewrites) = self.plan(
             &pod,
             ctx,
             &settings,
@@ -254,7 +253,11 @@ impl Injector {
             &previous,
             overridden,
         )?;
-        plan.apply(&mut pod, proxy_override, init_override)?;
+        let rewrites = rewrites
+            .into_iter()
+            .map(|r| Ok((r.list, r.index, r.field, to_value(&r.value)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        plan.apply(&mut pod, rewrites, proxy_override, init_override)?;
         Ok(Outcome::Injected(pod))
     }
 
@@ -313,7 +316,7 @@ impl Injector {
         }
         ann::validate(&annotations)?;
         let settings = self.settings(&annotations)?;
-        let plan = self.plan(
+        let (plan, rewrites) = self.plan(
             pod,
             ctx,
             &settings,
@@ -323,7 +326,7 @@ impl Injector {
             (false, false),
         )?;
         let mut ops = Ops::new();
-        plan.write(pod, &mut ops)?;
+        plan.write(pod, &rewrites, &mut ops)?;
         let (json, operations) = ops.finish();
         Ok(AdmissionPatch::Patch { json, operations })
     }
@@ -331,16 +334,16 @@ impl Injector {
     /// Decides every change (see [`Plan`]). `pod` is the pod as it will be changed: stripped of a previous
     /// injection and of user overrides of our containers, which `overridden` reports (proxy, init).
     #[allow(clippy::too_many_arguments)]
-    fn plan<'a>(
+    fn plan<'a, 'p>(
         &'a self,
-        pod: &Value,
+        pod: &'p Value,
         ctx: &PodContext<'_>,
         settings: &'a Settings,
         annotations: &'a Labels,
         labels: &Labels,
         previous: &Previous,
         overridden: (bool, bool),
-    ) -> Result<Plan<'a>, Error> {
+    ) -> Result<(Plan<'a>, Vec<Rewrite<'p>>), Error> {
         let workload = ctx
             .workload
             .clone()
@@ -495,12 +498,11 @@ impl Injector {
             canonical_revision.to_string(),
         );
 
-        Ok(Plan {
+        let plan = Plan {
             native: settings.native,
             hold: settings.hold,
             init,
             proxy,
-            rewrites,
             replaced_volumes,
             user_volumes,
             volumes: Volume::all(
@@ -510,7 +512,8 @@ impl Injector {
             secrets,
             annotations: annotations_edit.set,
             labels: labels_edit.set,
-        })
+        };
+        Ok((plan, rewrites))
     }
 
     fn revision(&self) -> &str {
@@ -955,15 +958,10 @@ impl Plan<'_> {
     fn apply(
         self,
         pod: &mut Value,
+        rewrites: Vec<(&str, usize, &str, Value)>,
         proxy_override: Option<Value>,
         init_override: Option<Value>,
     ) -> Result<(), Error> {
-        let to_value = |item: &Item<'_, '_>| {
-            serde_json::to_value(item).map_err(|e| Error::Parse {
-                what: "an injected container".into(),
-                why: e.to_string(),
-            })
-        };
         let overridden = |item: &Item<'_, '_>| -> Result<Value, Error> {
             let mut v = to_value(item)?;
             match item {
@@ -985,14 +983,14 @@ impl Plan<'_> {
             .get_mut("spec")
             .and_then(Value::as_object_mut)
             .ok_or_else(|| not_pod("spec is not an object"))?;
-        for r in &self.rewrites {
+        for (list, index, field, value) in rewrites {
             if let Some(c) = spec
-                .get_mut(r.list)
+                .get_mut(list)
                 .and_then(Value::as_array_mut)
-                .and_then(|l| l.get_mut(r.index))
+                .and_then(|l| l.get_mut(index))
                 .and_then(Value::as_object_mut)
             {
-                c.insert(r.field.to_string(), r.value.clone());
+                c.insert(field.to_string(), value);
             }
         }
         let [(init_front, init_back), (app_front, app_back)] = self.container_items();
@@ -1042,12 +1040,12 @@ impl Plan<'_> {
     /// Writes the plan as RFC 6902 operations against `pod`, the unmodified pod it was made from (no
     /// previous injection, no override of our containers): field replacements first (at the pod's own
     /// indices), then removals from the end, then insertions.
-    fn write(&self, pod: &Value, ops: &mut Ops) -> Result<(), Error> {
+    fn write(&self, pod: &Value, rewrites: &[Rewrite<'_>], ops: &mut Ops) -> Result<(), Error> {
         let spec = pod
             .get("spec")
             .and_then(Value::as_object)
             .ok_or_else(|| not_pod("spec is not an object"))?;
-        for r in &self.rewrites {
+        for r in rewrites {
             ops.replace(
                 &format!("/spec/{}/{}/{}", r.list, r.index, r.field),
                 &r.value,
@@ -1400,6 +1398,14 @@ fn user_objects(annotations: &Labels, name: &str) -> Result<Vec<Value>, Error> {
             why,
         }),
     }
+}
+
+/// A piece of the injected pod as a `Value` (`inject`'s rendering of the plan).
+fn to_value(piece: &impl serde::Serialize) -> Result<Value, Error> {
+    serde_json::to_value(piece).map_err(|e| Error::Parse {
+        what: "an injected container".into(),
+        why: e.to_string(),
+    })
 }
 
 fn not_pod(why: &str) -> Error {

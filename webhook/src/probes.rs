@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 /// Name of the proxy env var that carries the original probes.
@@ -37,7 +39,11 @@ pub fn rewrite_container(
     previous: &Probers,
     out: &mut Probers,
 ) {
-    let changed = rewritten_fields(container, status_port, previous, out);
+    let changed: Vec<(&'static str, Value)> =
+        rewritten_fields(container, status_port, previous, out)
+            .into_iter()
+            .filter_map(|(field, new)| Some((field, serde_json::to_value(new).ok()?)))
+            .collect();
     if let Some(obj) = container.as_object_mut() {
         for (field, value) in changed {
             obj.insert(field.to_string(), value);
@@ -46,15 +52,15 @@ pub fn rewrite_container(
 }
 
 /// What [`rewrite_container`] changes, without changing the container: the new values of the probe fields
-/// (`livenessProbe`, `readinessProbe`, `startupProbe`) and of `lifecycle` that are rewritten. Originals are
-/// are added to `out` as by `rewrite_container` (any map or list of pairs; a later pair replaces an earlier one
-/// of the same path).
-pub fn rewritten_fields(
-    container: &Value,
+/// (`livenessProbe`, `readinessProbe`, `startupProbe`) and of `lifecycle` that are rewritten, borrowing the
+/// container's other members (serialise them, or `serde_json::to_value` them). Originals are added to `out` as
+/// by `rewrite_container` (any map or list of pairs; a later pair replaces an earlier one of the same path).
+pub fn rewritten_fields<'p>(
+    container: &'p Value,
     status_port: u16,
     previous: &Probers,
     out: &mut impl Extend<(String, Value)>,
-) -> Vec<(&'static str, Value)> {
+) -> Vec<(&'static str, Rewritten<'p>)> {
     let mut changed = Vec::new();
     let Some(name) = container.get("name").and_then(Value::as_str) else {
         return changed;
@@ -63,82 +69,153 @@ pub fn rewritten_fields(
     let ports = container.get("ports").unwrap_or(&no_ports);
     for (field, suffix) in PROBES {
         if let Some(probe) = container.get(field) {
-            let mut probe = probe.clone();
             let path = health_path(name, suffix);
-            if rewrite_handler(&mut probe, &path, status_port, ports, true, previous, out) {
-                changed.push((field, probe));
+            if let Some(new) = redirect(probe, path, status_port, ports, true, previous, out) {
+                changed.push((field, Rewritten::Probe(new)));
             }
         }
     }
-    if let Some(lifecycle) = container
-        .get("lifecycle")
-        .filter(|l| HOOKS.iter().any(|(field, _)| l.get(field).is_some()))
-    {
-        let mut lifecycle = lifecycle.clone();
+    if let Some(lifecycle) = container.get("lifecycle").and_then(Value::as_object) {
         let mut any = false;
-        for (field, suffix) in HOOKS {
-            if let Some(hook) = lifecycle.get_mut(field) {
-                let path = lifecycle_path(name, suffix);
-                any |= rewrite_handler(hook, &path, status_port, ports, false, previous, out);
-            }
+        let mut members = Vec::with_capacity(lifecycle.len());
+        for (key, value) in lifecycle {
+            let hook = HOOKS
+                .iter()
+                .find(|(field, _)| field == key)
+                .and_then(|(_, suffix)| {
+                    let path = lifecycle_path(name, suffix);
+                    redirect(value, path, status_port, ports, false, previous, out)
+                });
+            any |= hook.is_some();
+            members.push((
+                key.as_str(),
+                hook.map_or(Hook::Same(value), Hook::Redirected),
+            ));
         }
         if any {
-            changed.push(("lifecycle", lifecycle));
+            changed.push(("lifecycle", Rewritten::Lifecycle(members)));
         }
     }
     changed
 }
 
-/// Points one probe or hook at the status port; true when it was changed.
-fn rewrite_handler(
-    probe: &mut Value,
-    path: &str,
+/// A rewritten probe field or `lifecycle`, borrowing what it keeps of the original.
+#[derive(Debug, Clone)]
+pub enum Rewritten<'p> {
+    Probe(Redirected<'p>),
+    /// The lifecycle's members in their order, hooks pointed at the status port where they were rewritten.
+    Lifecycle(Vec<(&'p str, Hook<'p>)>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Hook<'p> {
+    Same(&'p Value),
+    Redirected(Redirected<'p>),
+}
+
+/// A probe or hook pointed at the status port: the original's members other than its handler, in the order an
+/// in-place edit of a `serde_json::Map` leaves them (a removed member's slot takes the last one), then `httpGet`.
+#[derive(Debug, Clone)]
+pub struct Redirected<'p> {
+    members: Vec<(&'p str, &'p Value)>,
+    path: String,
+    port: u16,
+}
+
+impl Serialize for Redirected<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct HttpGet<'x> {
+            path: &'x str,
+            port: u16,
+        }
+        let mut map = s.serialize_map(Some(self.members.len() + 1))?;
+        for (k, v) in &self.members {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry(
+            "httpGet",
+            &HttpGet {
+                path: &self.path,
+                port: self.port,
+            },
+        )?;
+        map.end()
+    }
+}
+
+impl Serialize for Hook<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Hook::Same(v) => v.serialize(s),
+            Hook::Redirected(r) => r.serialize(s),
+        }
+    }
+}
+
+impl Serialize for Rewritten<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Rewritten::Probe(r) => r.serialize(s),
+            Rewritten::Lifecycle(members) => {
+                let mut map = s.serialize_map(Some(members.len()))?;
+                for (k, v) in members {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// Points one probe or hook at the status port (`None`: left as it is), recording its original handler.
+fn redirect<'p>(
+    probe: &'p Value,
+    path: String,
     status_port: u16,
     ports: &Value,
     grpc_allowed: bool,
     previous: &Probers,
     out: &mut impl Extend<(String, Value)>,
-) -> bool {
-    let Some(obj) = probe.as_object_mut() else {
-        return false;
-    };
-    if points_at(obj, path, status_port) {
+) -> Option<Redirected<'p>> {
+    let obj = probe.as_object()?;
+    if points_at(obj, &path, status_port) {
         // Rewritten by an earlier injection: carry its original forward.
-        if let Some(orig) = previous.get(path) {
-            out.extend([(path.to_string(), orig.clone())]);
+        if let Some(orig) = previous.get(&path) {
+            out.extend([(path, orig.clone())]);
         }
-        return false;
+        return None;
     }
     let kinds: &[&str] = if grpc_allowed {
         &["httpGet", "tcpSocket", "grpc"]
     } else {
         &["httpGet", "tcpSocket"]
     };
-    let Some(kind) = kinds.iter().find(|k| obj.contains_key(**k)) else {
-        return false; // exec probes run inside the container and need nothing.
-    };
+    // exec probes run inside the container and need nothing.
+    let kind = kinds.iter().find(|k| obj.contains_key(**k))?;
     let mut handler = obj.get(*kind).cloned().unwrap_or(Value::Null);
-    // A named port is resolved now: the proxy does not know the container's port names.
+    // A named port is resolved now: the proxy does not know the container's port names. An unresolvable
+    // one leaves the probe alone rather than break it.
     if let Some(port) = handler.get_mut("port") {
-        match resolve_port(port, ports) {
-            Some(n) => *port = json!(n),
-            None => return false, // unresolvable: leave the probe alone rather than break it.
-        }
+        *port = json!(resolve_port(port, ports)?);
     }
     let mut original = Map::new();
     original.insert((*kind).to_string(), handler);
     if let Some(t) = obj.get("timeoutSeconds") {
         original.insert("timeoutSeconds".to_string(), t.clone());
     }
-    out.extend([(path.to_string(), Value::Object(original))]);
+    let mut members: Vec<(&str, &Value)> = obj.iter().map(|(k, v)| (k.as_str(), v)).collect();
     for k in kinds {
-        obj.remove(*k);
+        if let Some(i) = members.iter().position(|(m, _)| m == k) {
+            members.swap_remove(i);
+        }
     }
-    obj.insert(
-        "httpGet".to_string(),
-        json!({ "path": path, "port": status_port }),
-    );
-    true
+    out.extend([(path.clone(), Value::Object(original))]);
+    Some(Redirected {
+        members,
+        path,
+        port: status_port,
+    })
 }
 
 fn points_at(obj: &Map<String, Value>, path: &str, status_port: u16) -> bool {
