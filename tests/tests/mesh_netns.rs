@@ -1434,36 +1434,53 @@ fn mesh_in_network_namespaces(env: &Env) {
         ("destination_workload", "httpbin"),
         ("response_code", "200"),
     ];
-    for (what, pod_ip, want) in [
+    for (what, pod, pod_ip, want) in [
         (
             "the sleep proxy (reporter=source)",
+            &sleep,
             SLEEP_IP,
             &source_labels,
         ),
         (
             "the httpbin proxy (reporter=destination)",
+            &httpbin,
             HTTPBIN_IP,
             &destination_labels,
         ),
     ] {
-        let metrics_url = format!("http://{pod_ip}:15090/stats/prometheus");
-        wait_for(
-            &format!("{what} counts the {CALLS} calls in istio_requests_total{want:?}"),
-            || {
-                let (status, text) = http_in(env, &node_ns, "GET", &metrics_url, &[])?;
-                let n = requests_total(&text, want);
-                if status == 200 && n == CALLS as f64 {
-                    return Ok(());
-                }
-                let lines: Vec<&str> = text
-                    .lines()
-                    .filter(|l| l.starts_with("istio_requests_total"))
-                    .collect();
-                Err(format!(
-                    "{status}: matching sum {n}; istio_requests_total lines: {lines:#?}"
-                ))
-            },
+        // The proxy's own port, and where the injected annotations tell Prometheus to scrape the pod
+        // (the agent's merged page).
+        let annotations = &pod["metadata"]["annotations"];
+        let scrape = format!(
+            "http://{pod_ip}:{}{}",
+            annotations["prometheus.io/port"]
+                .as_str()
+                .unwrap_or("<no prometheus.io/port>"),
+            annotations["prometheus.io/path"]
+                .as_str()
+                .unwrap_or("<no prometheus.io/path>"),
         );
+        for metrics_url in [format!("http://{pod_ip}:15090/stats/prometheus"), scrape] {
+            wait_for(
+                &format!(
+                    "{what} counts the {CALLS} calls in istio_requests_total{want:?} on {metrics_url}"
+                ),
+                || {
+                    let (status, text) = http_in(env, &node_ns, "GET", &metrics_url, &[])?;
+                    let n = requests_total(&text, want);
+                    if status == 200 && n == CALLS as f64 {
+                        return Ok(());
+                    }
+                    let lines: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.starts_with("istio_requests_total"))
+                        .collect();
+                    Err(format!(
+                        "{status}: matching sum {n}; istio_requests_total lines: {lines:#?}"
+                    ))
+                },
+            );
+        }
     }
     println!(
         "mesh_netns: {CALLS} calls captured both ways, seen by the app and counted by both proxies"
