@@ -104,12 +104,13 @@ async fn nearest_locality_preferred_then_failover_when_ejected() {
     assert_eq!(run(px, 61).await, 60, "one 503 before the ejection");
     assert_eq!(hits(&[&pa, &pb, &pc]), vec![61, 60, 0], "failover to zone2");
 
-    // Then the region is gone too: the other region takes it.
-    pb.fail(u64::MAX, Fail::Status(503));
-    assert_eq!(run(px, 31).await, 30);
+    // Then the region's endpoint is killed (connection refused, a local-origin failure that
+    // counts as a 5xx): the other region takes it.
+    pb.kill();
+    assert_eq!(run(px, 31).await, 30, "one 503 UF before the ejection");
     assert_eq!(
         hits(&[&pa, &pb, &pc]),
-        vec![61, 61, 30],
+        vec![61, 60, 30],
         "failover to us-east"
     );
 
