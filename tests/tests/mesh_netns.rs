@@ -513,6 +513,8 @@ fn output_within(mut cmd: Command, limit: Duration, what: &str) -> Output {
 // Pods: the specs, injection, what the kubelet resolves
 // ---------------------------------------------------------------------------------------------------
 
+/// A Deployment's pod: `sleep` (no ports) or `httpbin` (port `http`, a readiness probe on it, and
+/// holdApplicationUntilProxyStarts so that the kubelet runs the proxy's postStart hook before the app).
 fn pod_spec(name: &str, app: &str, with_port: bool) -> Value {
     let hash = name
         .strip_prefix(&format!("{app}-"))
@@ -532,12 +534,18 @@ fn pod_spec(name: &str, app: &str, with_port: bool) -> Value {
     } else {
         container["command"] = json!(["/bin/sleep", "infinity"]);
     }
+    let annotations = if with_port {
+        json!({"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"})
+    } else {
+        json!({})
+    };
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "namespace": NAMESPACE,
+            "annotations": annotations,
             "labels": {"app": app, "version": "v1", "pod-template-hash": hash},
             "ownerReferences": [{
                 "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-{hash}"),
@@ -1194,6 +1202,7 @@ fn mesh_in_network_namespaces(env: &Env) {
         ("halyard-init", env.init.as_path()),
     ];
     let mut proxies = Vec::new();
+    let mut held = false;
     for (pod, net) in [(&sleep, &nets[0]), (&httpbin, &nets[1])] {
         let pod_name = pod["metadata"]["name"].as_str().expect("pod name");
         let rt = PodRuntime {
@@ -1267,7 +1276,49 @@ fn mesh_in_network_namespaces(env: &Env) {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(&proxy_env);
         proxies.push(lab.spawn(&format!("istio-proxy of {pod_name}"), cmd));
+
+        // A postStart exec hook (holdApplicationUntilProxyStarts) runs in the container, as its user,
+        // with its env; the kubelet starts the next container only once it has succeeded.
+        if let Some(hook) = proxy["lifecycle"]["postStart"]["exec"].as_object() {
+            let hook_container =
+                json!({"name": "istio-proxy postStart", "command": hook["command"]});
+            let argv = command_line(&hook_container, &proxy_env, &binaries);
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &net.ns])
+                .arg(&env.me)
+                .args([ROLE_EXEC, &uid.to_string(), &gid.to_string()])
+                .args(&argv)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(&proxy_env);
+            let started = Instant::now();
+            let out = output_within(cmd, WAIT, &format!("the postStart hook of {pod_name}"));
+            assert!(
+                out.status.success(),
+                "the istio-proxy postStart hook {argv:?} of {pod_name} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // What the hook promises the app containers started after it: the proxy is ready now.
+            let ready_url = format!("http://{}:15021/healthz/ready", net.ip);
+            let ready = http_in(env, &node_ns, "GET", &ready_url, &[]);
+            assert!(
+                matches!(ready, Ok((200, _))),
+                "the postStart hook of {pod_name} returned but {ready_url} says {ready:?}"
+            );
+            println!(
+                "mesh_netns: the postStart hook {:?} of {pod_name} returned after {} ms with the proxy ready",
+                &argv[1..],
+                started.elapsed().as_millis()
+            );
+            held = true;
+        }
     }
+    assert!(
+        held,
+        "the httpbin pod asks for holdApplicationUntilProxyStarts but its istio-proxy has no postStart exec hook"
+    );
     let (sleep_proxy, httpbin_proxy) = (proxies[0], proxies[1]);
 
     let mut cmd = Command::new("ip");
