@@ -1,6 +1,8 @@
 //! The whole mesh on this machine, with this test playing the API server and the kubelet: two pods
-//! (`sleep` and `httpbin` in `default`) are injected by the real injector, then "run" the way a kubelet
-//! would run them, each in a network namespace of its own joined to a "node" namespace by a veth pair:
+//! (`sleep` and `httpbin` in `default`) are injected by the real injector, configured with the template
+//! and mesh config halyard-operator renders for the default MeshInstall (discovery address: the control
+//! plane below), then "run" the way a kubelet would run them, each in a network namespace of its own
+//! joined to a "node" namespace by a veth pair:
 //!
 //! ```text
 //!  sleep pod  10.44.1.2 ── veth ── 10.44.1.1  node  10.44.2.1 ── veth ── 10.44.2.2  httpbin pod
@@ -11,7 +13,8 @@
 //!
 //! The injected `istio-init` container's command and args run in the pod's namespace (real iptables),
 //! the injected `istio-proxy` container's command, args and env (fieldRefs resolved as the kubelet
-//! does, the downward-API labels file written) run as the container's `runAsUser`/`runAsGroup`. The
+//! does, the downward-API labels file written) run as the container's `runAsUser`/`runAsGroup`, and
+//! its postStart hook (`holdApplicationUntilProxyStarts` on httpbin) before the app starts. The
 //! control plane is `halyard-operator` in local mode, reading the injected pods (with the status a
 //! kubelet reports) and the Services from a directory, as it would read them from the API server.
 //!
@@ -39,7 +42,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use halyard_crds::install::MeshInstall;
 use halyard_operator::discovery::status::{SyncReport, SyncState};
+use halyard_operator::install::ca::ServingCert;
+use halyard_operator::install::render::{self, RenderInput, RenderSettings};
 use halyard_webhook::{InjectionTemplate, Injector, MeshConfig, Outcome, PodContext};
 use serde_json::{Value, json};
 
@@ -560,6 +566,50 @@ fn pod_spec(name: &str, app: &str, with_port: bool) -> Value {
     })
 }
 
+/// The injector as a cluster runs it: the injection template and mesh config that halyard-operator
+/// renders for `operator/deploy/meshinstall-default.yaml` (the ConfigMaps the webhook mounts as
+/// `--injection-template` and `--mesh-config`), told that discovery is at `discovery`.
+fn rendered_injector(discovery: &str) -> Injector {
+    let install: MeshInstall = serde_yaml::from_str(include_str!(
+        "../../operator/deploy/meshinstall-default.yaml"
+    ))
+    .expect("operator/deploy/meshinstall-default.yaml is a MeshInstall");
+    let settings = RenderSettings {
+        hub: "registry.example/halyard".into(),
+        operator_version: env!("CARGO_PKG_VERSION").into(),
+        discovery_address: discovery.to_string(),
+        webhook_url: None,
+    };
+    // Rendering copies the certificate text without parsing it.
+    let serving = ServingCert {
+        cert_chain_pem: "-----BEGIN CERTIFICATE-----\nU0VSVklORw==\n-----END CERTIFICATE-----\n"
+            .into(),
+        key_pem: "-----BEGIN PRIVATE KEY-----\nS0VZ\n-----END PRIVATE KEY-----\n".into(),
+        ca_bundle_pem: "-----BEGIN CERTIFICATE-----\nUk9PVA==\n-----END CERTIFICATE-----\n".into(),
+    };
+    let objects = render::render(&RenderInput {
+        install: &install,
+        settings: &settings,
+        serving: &serving,
+        validation_fail_closed: true,
+        // This kubelet runs the proxy as a regular container.
+        native_sidecars_supported: false,
+    })
+    .unwrap_or_else(|e| panic!("rendering the default MeshInstall: {e}"));
+    let data = |key: &str| {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap")
+            .find_map(|o| o["data"][key].as_str())
+            .unwrap_or_else(|| panic!("the rendered install has no ConfigMap with data.{key}"))
+    };
+    let template = InjectionTemplate::from_yaml(data("config"), "the rendered injector ConfigMap")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mesh = MeshConfig::from_yaml(data("mesh"), "the rendered mesh ConfigMap")
+        .unwrap_or_else(|e| panic!("{e}"));
+    Injector::new(template, mesh)
+}
+
 fn inject(injector: &Injector, pod: &Value) -> Value {
     match injector.inject(pod, &PodContext::default()) {
         Ok(Outcome::Injected(p)) => p,
@@ -1075,13 +1125,7 @@ fn mesh_in_network_namespaces(env: &Env) {
 
     // --- the API server's part: inject the pods -------------------------------------------------
     let discovery = format!("{NODE_IP}:15010");
-    let mut template = InjectionTemplate::builtin().expect("the built-in injection template");
-    // The operator renders its own discovery address into the template and the mesh config; here that
-    // is our control plane in the node namespace.
-    template.discovery_address = discovery.clone();
-    let mut mesh = MeshConfig::default();
-    mesh.default_config.discovery_address = Some(discovery.clone());
-    let injector = Injector::new(template, mesh);
+    let injector = rendered_injector(&discovery);
     let sleep = inject(&injector, &pod_spec(SLEEP_POD, "sleep", false));
     let httpbin = inject(&injector, &pod_spec(HTTPBIN_POD, "httpbin", true));
 
