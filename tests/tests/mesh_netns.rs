@@ -1102,7 +1102,38 @@ struct PodNet {
     node_side: &'static str,
 }
 
+/// Namespaces an earlier run of this test left behind when it was killed before its cleanup ran
+/// (`hmn-<role>-<pid>` whose pid is gone): their processes are stopped and the namespaces deleted.
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = ["hmn-node-", "hmn-sleep-", "hmn-httpbin-"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        eprintln!("mesh_netns: removing {name}, left behind by an earlier run (pid {pid} is gone)");
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", p]).output();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+    }
+}
+
 fn mesh_in_network_namespaces(env: &Env) {
+    remove_stale_namespaces();
     let id = std::process::id();
     let dir = tempfile::Builder::new()
         .prefix("halyard-mesh-netns-")
