@@ -356,7 +356,7 @@ pub fn failover_priorities(
             }
         })
         .collect();
-    compact(&raw)
+    compact_levels(&raw)
 }
 
 /// Istio's `failoverPriority`: with N labels, endpoints matching the node on all N have level
@@ -384,11 +384,11 @@ pub fn label_priorities<'a>(
             (labels.len() - matched) as u32
         })
         .collect();
-    compact(&raw)
+    compact_levels(&raw)
 }
 
 /// Renumber levels to 0..k keeping their order.
-fn compact(raw: &[u32]) -> Vec<u32> {
+pub fn compact_levels(raw: &[u32]) -> Vec<u32> {
     let mut levels: Vec<u32> = raw.to_vec();
     levels.sort_unstable();
     levels.dedup();

@@ -161,6 +161,32 @@ async fn failover_and_failover_priority_rules() {
     let (_p2, addrs2) = start_proxy(node_at(HERE, &[("rack", "r1")]), &res);
     assert_eq!(run(addrs2["outbound"], 40).await, 40);
     assert_eq!(hits(&[&px_plan, &py_plan]), vec![0, 40]);
+
+    // Both: within the proxy's rack, the `failover` region (eu-west) comes before us-east.
+    let (p, pp) = backend("rack1-us-east").await;
+    let (q, pq) = backend("rack1-eu-west").await;
+    let (l, pl) = backend("rack2-local").await;
+    let eps = [(p, "us-east/z/a"), (q, "eu-west/z/a"), (l, HERE)];
+    let mut res = placed(&eps, route(), |c| {
+        c.outlier_detection = Some(outlier(5));
+        c.load_balancer = Some(locality(|l| {
+            l.failover_priority = vec!["rack".into()];
+            l.failover = vec![r::locality_load_balancing::Failover {
+                from: "us-west".into(),
+                to: "eu-west".into(),
+            }];
+        }));
+    });
+    for (e, rack) in res.endpoints[0]
+        .endpoints
+        .iter_mut()
+        .zip(["r1", "r1", "r2"])
+    {
+        e.labels.insert("rack".into(), rack.into());
+    }
+    let (_p3, addrs3) = start_proxy(node_at(HERE, &[("rack", "r1")]), &res);
+    assert_eq!(run(addrs3["outbound"], 40).await, 40);
+    assert_eq!(hits(&[&pp, &pq, &pl]), vec![0, 40, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

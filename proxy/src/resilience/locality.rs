@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use halyard_config::resources as r;
 
 use crate::lb::{
-    Balancer, LbPolicy, Locality, distribute_weights, failover_priorities, health_percent,
-    label_priorities, pick_level, priority_load,
+    Balancer, LbPolicy, Locality, compact_levels, distribute_weights, failover_priorities,
+    health_percent, label_priorities, pick_level, priority_load,
 };
 use crate::upstream::Endpoint;
 
@@ -109,6 +109,14 @@ impl LocalityLb {
                     .collect()
             })
             .unwrap_or_default();
+        let failover: Vec<(String, String)> = setting
+            .map(|s| {
+                s.failover
+                    .iter()
+                    .map(|f| (f.from.clone(), f.to.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let (level_of, shares): (Vec<Option<u32>>, Option<Vec<Option<u32>>>) =
             if !distribute.is_empty() {
                 let shares = distribute_weights(&here, &distribute, &locs, &weights)?;
@@ -138,16 +146,21 @@ impl LocalityLb {
                     }
                 };
                 let lv = label_priorities(labels, n, value_of, node_value);
+                let lv = if failover.is_empty() {
+                    lv
+                } else {
+                    // Istio applies `failover` after `failoverPriority`: label level × 5 + the
+                    // locality level (at most 5 of those), renumbered.
+                    let by_locality = failover_priorities(&here, &locs, &failover);
+                    let raw: Vec<u32> = lv
+                        .iter()
+                        .zip(&by_locality)
+                        .map(|(l, p)| l * 5 + p)
+                        .collect();
+                    compact_levels(&raw)
+                };
                 (lv.into_iter().map(Some).collect(), None)
             } else {
-                let failover: Vec<(String, String)> = setting
-                    .map(|s| {
-                        s.failover
-                            .iter()
-                            .map(|f| (f.from.clone(), f.to.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 let lv = failover_priorities(&here, &locs, &failover);
                 (lv.into_iter().map(Some).collect(), None)
             };
