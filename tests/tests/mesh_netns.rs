@@ -18,20 +18,21 @@
 //! control plane is `halyard-operator` in local mode, reading the injected pods (with the status a
 //! kubelet reports) and the Services from a directory, as it would read them from the API server.
 //!
-//! What it proves: both proxies reach SYNCED; a plain HTTP call from the client pod to the Service VIP
-//! goes through the client's outbound capture (15001) and the server's inbound capture (15006) to the
-//! app, which never sees the peer-metadata headers; both proxies count it with Istio's labels (the
-//! server learns the client's workload through the metadata exchange), on 15090 and on the port the
-//! injected Prometheus annotations name; a re-run of istio-init changes nothing; the rewritten readiness
-//! probe reaches the app directly (not through the inbound listener) and answers 200, then 500 once
-//! the app is gone; a VirtualService fault is live once the
-//! proxies ACK it; `POST /quitquitquit` ends each proxy with exit status 0.
+//! What it proves: both proxies reach SYNCED; the kubelet's probes pass and the pods turning Ready reach
+//! the proxies; a plain HTTP call from the client pod to the Service VIP goes through the client's
+//! outbound capture (15001) and the server's inbound capture (15006) to the app, which never sees the
+//! peer-metadata headers (nor does the client); both proxies count it with Istio's labels (the server
+//! learns the client's workload through the metadata exchange), on 15090 and on the port the injected
+//! Prometheus annotations name; a re-run of istio-init changes nothing; the rewritten readiness probe
+//! reaches the app directly (not through the inbound listener) and answers 200, then 500 once the app
+//! is gone; a VirtualService fault is live once the proxies ACK it; `POST /quitquitquit` ends each
+//! proxy with exit status 0. About 2 s.
 //!
 //! Needs root, `ip` and `iptables`; without them it says SKIPPED, except under `CI=true` where it fails.
 //! It uses the `halyard-proxy`, `halyard-init` and `halyard-operator` binaries next to the test
-//! executable (`cargo test --workspace` builds them), or in `$HALYARD_BIN_DIR`. The test binary also plays the app and the
-//! clients inside the namespaces: it re-executes itself with a role as its first argument (so it has
-//! its own `main`, `harness = false`).
+//! executable (`cargo test --workspace` builds them), or in `$HALYARD_BIN_DIR`. The test binary also
+//! plays the app and the clients inside the namespaces: it re-executes itself with a role as its first
+//! argument (so it has its own `main`, `harness = false`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
