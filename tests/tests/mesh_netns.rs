@@ -23,10 +23,11 @@
 //! outbound capture (15001) and the server's inbound capture (15006) to the app, which never sees the
 //! peer-metadata headers (nor does the client); both proxies count it with Istio's labels (the server
 //! learns the client's workload through the metadata exchange), on 15090 and on the port the injected
-//! Prometheus annotations name; a re-run of istio-init changes nothing; the rewritten readiness probe
-//! reaches the app directly (not through the inbound listener) and answers 200, then 500 once the app
-//! is gone; a VirtualService fault is live once the proxies ACK it; `POST /quitquitquit` ends each
-//! proxy with exit status 0. About 2 s.
+//! Prometheus annotations name; a server outside the mesh (in the node namespace) is reached through
+//! the capture and the passthrough without receiving the peer metadata; a re-run of istio-init changes
+//! nothing; the rewritten readiness probe reaches the app directly (not through the inbound listener)
+//! and answers 200, then 500 once the app is gone; a VirtualService fault is live once the proxies ACK
+//! it; `POST /quitquitquit` ends each proxy with exit status 0. About 2 s.
 //!
 //! Needs root, `ip` and `iptables`; without them it says SKIPPED, except under `CI=true` where it fails.
 //! It uses the `halyard-proxy`, `halyard-init` and `halyard-operator` binaries next to the test
@@ -62,6 +63,8 @@ const HTTPBIN_VIP: &str = "10.96.0.20";
 const SLEEP_VIP: &str = "10.96.0.10";
 const SERVICE_PORT: u16 = 8000;
 const APP_PORT: u16 = 8080;
+/// A server in the node namespace, outside the mesh.
+const EXTERNAL_PORT: u16 = 9999;
 const NAMESPACE: &str = "default";
 const SLEEP_POD: &str = "sleep-6d8b5c7f9-x2kqp";
 const HTTPBIN_POD: &str = "httpbin-7f9c4d6b8-m4vzt";
@@ -1613,6 +1616,49 @@ fn mesh_in_network_namespaces(env: &Env) {
     }
     println!(
         "mesh_netns: {CALLS} calls captured both ways, seen by the app and counted by both proxies"
+    );
+
+    // --- 4a. outside the mesh: a server in the node namespace, reached through the client's capture and
+    // its proxy's passthrough (ALLOW_ANY), never receives the peer metadata ----------------------------------
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node_ns]).arg(&env.me).args([
+        ROLE_APP,
+        "outside-the-mesh",
+        &EXTERNAL_PORT.to_string(),
+    ]);
+    let external = lab.spawn("server outside the mesh", cmd);
+    let external_url = format!("http://{NODE_IP}:{EXTERNAL_PORT}/outside");
+    let out_before = redirected_packets(&sleep_ns, "ISTIO_REDIRECT");
+    let (status, body) = wait_for(
+        &format!("a call from the sleep pod to {external_url}"),
+        || {
+            http_in(
+                env,
+                &sleep_ns,
+                "GET",
+                &external_url,
+                &["x-mesh-test: outside"],
+            )
+        },
+    );
+    assert_eq!(status, 200, "the call to {external_url}: {body}");
+    assert!(
+        redirected_packets(&sleep_ns, "ISTIO_REDIRECT") > out_before,
+        "the call to {external_url} left the sleep pod without going through its outbound capture"
+    );
+    let seen = app_requests(&lab, external);
+    let [r] = seen.as_slice() else {
+        panic!("the server outside the mesh should have seen exactly the one call: {seen:?}");
+    };
+    let headers: Headers =
+        serde_json::from_value(r["headers"].clone()).expect("the server's header list");
+    let leaked: Vec<&(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-envoy-peer-metadata"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the sleep proxy sent its peer metadata outside the mesh: {leaked:?}"
     );
 
     // --- 4b. the kubelet re-runs the init container (a new sandbox): same rules, traffic still flows ----
