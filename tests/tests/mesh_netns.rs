@@ -1157,6 +1157,21 @@ fn mesh_in_network_namespaces(env: &Env) {
     let root = lab.dir.path().to_path_buf();
     let config_dir = root.join("config");
     std::fs::create_dir(&config_dir).expect("the config directory");
+    // The proxy runs as uid 1337, which may not be able to reach the build directory (a checkout under
+    // /root): it runs from a world-readable copy, which also cannot change under the test.
+    let proxy_bin = root.join("halyard-proxy");
+    std::fs::copy(&env.proxy, &proxy_bin).unwrap_or_else(|e| {
+        panic!(
+            "copying {} to {}: {e}",
+            env.proxy.display(),
+            proxy_bin.display()
+        )
+    });
+    std::fs::set_permissions(
+        &proxy_bin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the proxy's copy");
 
     // --- the API server's part: inject the pods -------------------------------------------------
     let discovery = format!("{NODE_IP}:15010");
@@ -1277,7 +1292,7 @@ fn mesh_in_network_namespaces(env: &Env) {
 
     // --- the kubelet's part: init container, proxy, app -------------------------------------------
     let binaries = [
-        ("halyard-proxy", env.proxy.as_path()),
+        ("halyard-proxy", proxy_bin.as_path()),
         ("halyard-init", env.init.as_path()),
     ];
     let mut proxies = Vec::new();
