@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use halyard_crds::networking::{
-    DestinationRuleSpec, GatewaySpec, ServiceEntryLocation, ServiceEntryResolution,
-    ServiceEntrySpec, SidecarSpec, VirtualServiceSpec, WorkloadEntrySpec,
+    DestinationRuleSpec, GatewaySpec, H2UpgradePolicy, LocalityLoadBalancerSetting,
+    OutboundTrafficPolicyMode, ServiceEntryLocation, ServiceEntryResolution, ServiceEntrySpec,
+    SidecarSpec, VirtualServiceSpec, WorkloadEntrySpec,
 };
 use halyard_crds::object::IstioObject;
 use halyard_crds::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
@@ -19,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::resources::Protocol;
 use crate::resources::endpoint::Health;
+use crate::static_config::FormatError;
 
 /// Istio's root namespace: config here applies mesh-wide.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
@@ -37,8 +39,9 @@ pub enum OutboundPolicy {
     RegistryOnly,
 }
 
-/// The mesh-wide settings the translator needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The mesh-wide settings the translator needs ([`MeshConfig::from_yaml`] reads Istio's
+/// `mesh` YAML).
+#[derive(Clone, Debug, PartialEq)]
 pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundPolicy,
     /// `istio-system` by default.
@@ -51,6 +54,13 @@ pub struct MeshConfig {
     pub connect_timeout_ms: u64,
     /// Use mTLS towards endpoints that have a sidecar when no DestinationRule sets TLS.
     pub enable_auto_mtls: bool,
+    /// MeshConfig `localityLbSetting`: clusters whose DestinationRule sets none get it (a
+    /// DestinationRule's replaces it whole, as in Istio).
+    pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
+    /// MeshConfig `h2UpgradePolicy`: `UPGRADE` sends HTTP/1.1 to HTTP ports over HTTP/2 unless
+    /// the DestinationRule's `connectionPool.http.h2UpgradePolicy` says otherwise (its
+    /// `DEFAULT`, like unset, defers to this).
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
 }
 
 impl Default for MeshConfig {
@@ -62,7 +72,73 @@ impl Default for MeshConfig {
             domain_suffix: "cluster.local".to_string(),
             connect_timeout_ms: 10_000,
             enable_auto_mtls: true,
+            locality_lb_setting: None,
+            h2_upgrade_policy: None,
         }
+    }
+}
+
+/// Istio's `mesh` YAML (the `mesh` key of the `istio` ConfigMap), the fields halyard honours;
+/// the others are accepted and ignored, as a MeshConfig carries many halyard has no use for.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MeshConfigYaml {
+    outbound_traffic_policy: Option<OutboundTrafficPolicyYaml>,
+    root_namespace: Option<String>,
+    trust_domain: Option<String>,
+    connect_timeout: Option<String>,
+    enable_auto_mtls: Option<bool>,
+    locality_lb_setting: Option<LocalityLoadBalancerSetting>,
+    h2_upgrade_policy: Option<H2UpgradePolicy>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct OutboundTrafficPolicyYaml {
+    mode: Option<OutboundTrafficPolicyMode>,
+}
+
+impl MeshConfig {
+    /// Reads Istio's `mesh` YAML (`outboundTrafficPolicy.mode`, `rootNamespace`, `trustDomain`,
+    /// `connectTimeout`, `enableAutoMtls`, `localityLbSetting`, `h2UpgradePolicy`); what it leaves
+    /// out keeps the default. `origin` names the input in errors.
+    pub fn from_yaml(origin: &str, text: &str) -> Result<MeshConfig, FormatError> {
+        let y: MeshConfigYaml = if text.trim().is_empty() {
+            MeshConfigYaml::default()
+        } else {
+            crate::static_config::from_yaml(origin, text)?
+        };
+        let mut mesh = MeshConfig::default();
+        if let Some(mode) = y.outbound_traffic_policy.and_then(|p| p.mode) {
+            mesh.outbound_traffic_policy = match mode {
+                OutboundTrafficPolicyMode::AllowAny => OutboundPolicy::AllowAny,
+                OutboundTrafficPolicyMode::RegistryOnly => OutboundPolicy::RegistryOnly,
+            };
+        }
+        if let Some(ns) = y.root_namespace.filter(|s| !s.is_empty()) {
+            mesh.root_namespace = ns;
+        }
+        if let Some(td) = y.trust_domain.filter(|s| !s.is_empty()) {
+            mesh.trust_domain = td;
+        }
+        if let Some(t) = y.connect_timeout {
+            let bad = |why: String| FormatError::Field {
+                origin: origin.to_string(),
+                path: "connectTimeout".to_string(),
+                message: why,
+            };
+            let d = halyard_crds::validation::rules::parse_duration(&t).map_err(bad)?;
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            if ms == 0 {
+                return Err(bad(format!("{t:?}: must be at least 1ms")));
+            }
+            mesh.connect_timeout_ms = ms;
+        }
+        if let Some(auto) = y.enable_auto_mtls {
+            mesh.enable_auto_mtls = auto;
+        }
+        mesh.locality_lb_setting = y.locality_lb_setting;
+        mesh.h2_upgrade_policy = y.h2_upgrade_policy;
+        Ok(mesh)
     }
 }
 
@@ -535,6 +611,36 @@ impl MeshModel {
 
     pub(crate) fn service(&self, host: &str) -> Option<&ServiceInfo> {
         self.service_by_host.get(host).map(|i| &self.services[*i])
+    }
+
+    /// The locality (`region/zone/subzone`) of the workload behind a proxy, as its endpoints
+    /// carry it, so that the proxy compares itself with endpoints the same way: an endpoint of a
+    /// service in `namespace` at one of the proxy's addresses (or its pod's IP) — WorkloadEntry
+    /// `locality`, the pod's `istio-locality` / topology labels, the node zone of its
+    /// EndpointSlice — else the labels of the pod `<pod>.<namespace>` names. Empty: unknown.
+    pub fn workload_locality(
+        &self,
+        namespace: &str,
+        pod_name: &str,
+        addresses: &[String],
+    ) -> String {
+        let pod = self
+            .pods
+            .get(&(namespace.to_string(), pod_name.to_string()));
+        let is_mine = |a: &str| {
+            addresses.iter().any(|x| x == a) || pod.and_then(|p| p.ip.as_deref()) == Some(a)
+        };
+        let from_endpoints = self
+            .services
+            .iter()
+            .filter(|s| s.namespace == namespace)
+            .flat_map(|s| s.endpoints.iter())
+            .find(|e| !e.locality.is_empty() && is_mine(&e.address));
+        match (from_endpoints, pod) {
+            (Some(e), _) => e.locality.clone(),
+            (None, Some(p)) => locality_of(&p.labels, None),
+            (None, None) => String::new(),
+        }
     }
 
     /// Resolves a host as written in config of namespace `ns` to the FQDN the registry uses.

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use halyard_crds::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRuleSpec, H2UpgradePolicy,
-    LoadBalancerSettings, OutlierDetection as IstioOutlier, SimpleLb, Subset, TrafficPolicy,
+    LoadBalancerSettings, LocalityLoadBalancerSetting, OutlierDetection as IstioOutlier, SimpleLb,
+    Subset, TrafficPolicy,
 };
 
 use super::Scope;
@@ -190,7 +191,15 @@ fn build(
                 cluster::UpstreamProtocol::Http2
             }
             crate::resources::Protocol::Http => {
-                if http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade) {
+                // The DestinationRule's policy, else (unset or DEFAULT) the mesh's.
+                let upgrade = match http.and_then(|h| h.h2_upgrade_policy) {
+                    Some(H2UpgradePolicy::Upgrade) => true,
+                    Some(H2UpgradePolicy::DoNotUpgrade) => false,
+                    Some(H2UpgradePolicy::Default) | None => {
+                        scope.model.mesh.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
+                    }
+                };
+                if upgrade {
                     cluster::UpstreamProtocol::Http2
                 } else {
                     cluster::UpstreamProtocol::Http1
@@ -256,7 +265,10 @@ fn build(
         protocol: sp.protocol as i32,
         upstream_protocol: upstream_protocol as i32,
         connect_timeout_ms,
-        load_balancer: Some(load_balancer(policy.load_balancer.as_ref())),
+        load_balancer: Some(load_balancer(
+            policy.load_balancer.as_ref(),
+            scope.model.mesh.locality_lb_setting.as_ref(),
+        )),
         connection_pool: policy.connection_pool.as_ref().map(connection_pool),
         outlier_detection: policy.outlier_detection.as_ref().map(outlier),
         tls: Some(tls),
@@ -275,9 +287,17 @@ fn build(
     }
 }
 
-fn load_balancer(lb: Option<&LoadBalancerSettings>) -> LoadBalancer {
+/// The cluster's load balancer; `mesh_locality` (MeshConfig `localityLbSetting`) applies when
+/// the DestinationRule sets no `localityLbSetting` (Istio: the rule's replaces the mesh's whole).
+fn load_balancer(
+    lb: Option<&LoadBalancerSettings>,
+    mesh_locality: Option<&LocalityLoadBalancerSetting>,
+) -> LoadBalancer {
     let Some(lb) = lb else {
-        return LoadBalancer::default();
+        return LoadBalancer {
+            locality: mesh_locality.map(locality_lb),
+            ..LoadBalancer::default()
+        };
     };
     let mut out = LoadBalancer {
         policy: match lb.simple {
@@ -329,29 +349,35 @@ fn load_balancer(lb: Option<&LoadBalancerSettings>) -> LoadBalancer {
                 .unwrap_or(if maglev { 65537 } else { 0 }),
         });
     }
-    if let Some(l) = &lb.locality_lb_setting {
-        out.locality = Some(LocalityLoadBalancing {
-            enabled: l.enabled.unwrap_or(true),
-            distribute: l
-                .distribute
-                .iter()
-                .map(|d| locality_load_balancing::Distribute {
-                    from: d.from.clone().unwrap_or_default(),
-                    to: d.to.clone(),
-                })
-                .collect(),
-            failover: l
-                .failover
-                .iter()
-                .map(|f| locality_load_balancing::Failover {
-                    from: f.from.clone().unwrap_or_default(),
-                    to: f.to.clone().unwrap_or_default(),
-                })
-                .collect(),
-            failover_priority: l.failover_priority.clone(),
-        });
-    }
+    out.locality = lb
+        .locality_lb_setting
+        .as_ref()
+        .or(mesh_locality)
+        .map(locality_lb);
     out
+}
+
+fn locality_lb(l: &LocalityLoadBalancerSetting) -> LocalityLoadBalancing {
+    LocalityLoadBalancing {
+        enabled: l.enabled.unwrap_or(true),
+        distribute: l
+            .distribute
+            .iter()
+            .map(|d| locality_load_balancing::Distribute {
+                from: d.from.clone().unwrap_or_default(),
+                to: d.to.clone(),
+            })
+            .collect(),
+        failover: l
+            .failover
+            .iter()
+            .map(|f| locality_load_balancing::Failover {
+                from: f.from.clone().unwrap_or_default(),
+                to: f.to.clone().unwrap_or_default(),
+            })
+            .collect(),
+        failover_priority: l.failover_priority.clone(),
+    }
 }
 
 fn non_negative(v: Option<i32>) -> u32 {

@@ -386,6 +386,7 @@ pub(crate) fn outbound(scope: &Scope<'_>, out: &mut ProxyResources) {
             filter_chains: chains,
             default_chain: Some(passthrough_chain(scope.outbound_policy())),
             config: String::new(),
+            locality: String::new(),
         });
         return;
     }
@@ -403,6 +404,7 @@ pub(crate) fn outbound(scope: &Scope<'_>, out: &mut ProxyResources) {
                 filter_chains: vec![chain],
                 default_chain: None,
                 config: String::new(),
+                locality: String::new(),
             });
         };
     let http_chain_for = |address: &str, port: u32| {
@@ -653,6 +655,15 @@ pub(crate) fn inbound(scope: &Scope<'_>, out: &mut ProxyResources) {
     } else {
         "127.0.0.1".to_string()
     };
+    let pod_name = scope
+        .node
+        .id
+        .strip_suffix(&format!(".{}", scope.namespace))
+        .unwrap_or(&scope.node.id);
+    let locality =
+        scope
+            .model
+            .workload_locality(scope.namespace, pod_name, &scope.node.ip_addresses);
     let mut capture_chains = Vec::new();
     for wp in workload_ports(scope) {
         let cluster_name = ClusterName::Inbound { port: wp.port }.to_string();
@@ -730,6 +741,7 @@ pub(crate) fn inbound(scope: &Scope<'_>, out: &mut ProxyResources) {
                 filter_chains: peer_chains(mode, &cluster_name, Vec::new(), handler, &wp.config),
                 default_chain: None,
                 config: wp.config.clone(),
+                locality: locality.clone(),
             });
         } else {
             capture_chains.extend(peer_chains(
@@ -783,6 +795,7 @@ pub(crate) fn inbound(scope: &Scope<'_>, out: &mut ProxyResources) {
         filter_chains: capture_chains,
         default_chain,
         config: String::new(),
+        locality,
     });
 }
 
@@ -1153,6 +1166,7 @@ pub(crate) fn gateway(scope: &Scope<'_>, out: &mut ProxyResources) {
             filter_chains: chains,
             default_chain: None,
             config: p.config,
+            locality: String::new(),
         });
     }
 }
