@@ -94,6 +94,23 @@ fn assert_all_stopped(octet: u8) {
     }
 }
 
+/// A demo that did not pass, or was left running, keeps its directory for the user and names its logs
+/// (`logs of every process: <root>/logs (config: ...)`, `logs: <root>/logs`); the tests remove it.
+fn remove_kept_demo_dir(stdout: &str) {
+    if let Some(logs) = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("logs of every process: ")
+                .or_else(|| l.strip_prefix("logs: "))
+        })
+        .and_then(|rest| rest.split(" (config").next())
+        && let Some(root) = std::path::Path::new(logs).parent()
+        && root.starts_with(std::env::temp_dir())
+    {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
+
 /// Run `halyard demo` on loopback block `octet`; assert success within a minute and that nothing is left
 /// running; its output.
 fn assert_demo_passes(octet: u8) -> String {
@@ -183,8 +200,10 @@ fn ctrl_c_stops_every_process() {
         stopped.elapsed()
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
+    // Interrupted while starting ("interrupted by Ctrl-C") or, on a slow machine, once up ("Ctrl-C: stopping").
     assert!(stdout.contains("Ctrl-C"), "{stdout}");
     assert_all_stopped(octet);
+    remove_kept_demo_dir(&stdout);
 }
 
 /// A demo left running; killed (and with it, through `--exit-with-parent`, everything it started) if the test
@@ -546,16 +565,7 @@ fn a_control_plane_that_cannot_start_fails_the_demo_with_the_reason() {
     assert!(stdout.contains(&monitoring(octet).to_string()), "{stdout}");
     drop(squatter);
     assert_all_stopped(octet);
-    // A failed demo keeps its directory for the logs it names; the test cleans it up.
-    if let Some(logs) = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("logs of every process: "))
-        .and_then(|rest| rest.split(" (config").next())
-        && let Some(root) = std::path::Path::new(logs).parent()
-        && root.starts_with(std::env::temp_dir())
-    {
-        let _ = std::fs::remove_dir_all(root);
-    }
+    remove_kept_demo_dir(&stdout);
 }
 
 #[test]
@@ -579,12 +589,5 @@ fn a_killed_demo_takes_its_processes_with_it() {
     demo.child.kill().expect("kill the demo");
     demo.child.wait().expect("reap the demo");
     assert_all_stopped(octet);
-    if let Some(root) = logs
-        .strip_prefix("logs: ")
-        .map(std::path::Path::new)
-        .and_then(|l| l.parent())
-        && root.starts_with(std::env::temp_dir())
-    {
-        let _ = std::fs::remove_dir_all(root);
-    }
+    remove_kept_demo_dir(&logs);
 }
