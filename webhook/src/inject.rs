@@ -166,14 +166,15 @@ impl<'a> MapEdit<'a, '_> {
 }
 
 /// Everything injection does to one pod, decided from the pod (which it does not modify), the template and
-/// the settings. [`Plan::apply`] performs it on a copy of the pod ([`Injector::inject`]); [`Plan::write`]
-/// writes it as RFC 6902 operations ([`Injector::admission_patch`]). One decision, two renderings.
+/// the settings; the new values of the pod's own probe fields come beside it, as [`Rewrite`]s borrowing the
+/// pod. [`Plan::apply`] performs it on a copy of the pod ([`Injector::inject`]); [`Plan::write`] writes it as
+/// RFC 6902 operations ([`Injector::admission_patch`]). One decision, two renderings.
 struct Plan<'a> {
     native: bool,
     hold: bool,
     init: Option<InitContainer<'a>>,
     proxy: ProxyContainer<'a>,
-    /// Indices of the pod's volumes that are named like ours and replaced by ours.
+    /// Indices of the pod's volumes named like ours or like a user volume, which replace them.
     replaced_volumes: Vec<usize>,
     volumes: [Volume<'a>; 8],
     /// `sidecar.istio.io/userVolume`, added after ours.
