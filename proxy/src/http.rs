@@ -342,6 +342,13 @@ impl Exchange {
         }
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if flags.contains(ResponseFlags::UO) {
+            // Envoy marks circuit-breaker refusals so callers can tell them from the app's 503s.
+            resp.headers_mut().insert(
+                HeaderName::from_static("x-envoy-overloaded"),
+                HeaderValue::from_static("true"),
+            );
+        }
         self.complete(conn, peers, resp, flags, None)
     }
 }

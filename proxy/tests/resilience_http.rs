@@ -359,7 +359,11 @@ async fn circuit_breaking_task_gives_immediate_503_uo() {
             for _ in 0..3 {
                 let t = Instant::now();
                 let got = get(&c, px, "svc", "/", &[]).await;
-                out.push((got.status.as_u16(), t.elapsed()));
+                let marked = got
+                    .headers
+                    .get("x-envoy-overloaded")
+                    .is_some_and(|v| v == "true");
+                out.push((got.status.as_u16(), t.elapsed(), marked));
             }
             out
         }));
@@ -367,11 +371,15 @@ async fn circuit_breaking_task_gives_immediate_503_uo() {
     let mut ok = 0;
     let mut overflow = 0;
     for t in tasks {
-        for (status, took) in t.await.unwrap() {
+        for (status, took, marked) in t.await.unwrap() {
             match status {
-                200 => ok += 1,
+                200 => {
+                    ok += 1;
+                    assert!(!marked, "a served request is not marked overloaded");
+                }
                 503 => {
                     overflow += 1;
+                    assert!(marked, "an overflow 503 carries x-envoy-overloaded: true");
                     assert!(
                         took < Duration::from_millis(1_000),
                         "overflow answered at once: {took:?}"
