@@ -214,10 +214,12 @@ fn rebuild(proxy: &Proxy) -> Vec<String> {
         .iter()
         .map(|e| (e.cluster_name.as_str(), e))
         .collect();
+    // The same node locality the snapshot was compiled with (`snapshot::compile`).
+    let pushed = crate::snapshot::with_pushed_locality(&shared.node, &snap.resources);
     let ctx = CompileCtx {
         metrics: &shared.metrics,
         registry: &shared.registry,
-        node: &shared.node,
+        node: pushed.as_ref().unwrap_or(&shared.node),
         dns: &shared.dns,
     };
     let mut next: Option<Snapshot> = None;

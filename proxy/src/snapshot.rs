@@ -947,7 +947,34 @@ fn chain(
 }
 
 /// Validate and compile a whole config. Errors name the resource and field.
+/// `node` with the locality the control plane pushed (on its inbound listeners) when it was given
+/// none itself, `None` when that changes nothing. Precedence: `--locality` / `HALYARD_LOCALITY`
+/// (an explicit choice), then the control plane's (it derives it as it derives the endpoints'
+/// localities, e.g. the node zone from EndpointSlices, so the two compare alike), then the
+/// proxy's own labels (`resilience::locality::node_locality`), which the control plane has also
+/// seen when it knows the pod.
+pub fn with_pushed_locality(node: &NodeInfo, res: &ProxyResources) -> Option<NodeInfo> {
+    if !node.locality.is_empty() {
+        return None;
+    }
+    let pushed = res
+        .listeners
+        .iter()
+        .find(|l| !l.locality.is_empty())?
+        .locality
+        .clone();
+    Some(NodeInfo {
+        locality: pushed,
+        ..node.clone()
+    })
+}
+
 pub fn compile(res: &ProxyResources, ctx: &CompileCtx<'_>) -> Result<Snapshot, ConfigError> {
+    let pushed = with_pushed_locality(ctx.node, res);
+    let ctx = &CompileCtx {
+        node: pushed.as_ref().unwrap_or(ctx.node),
+        ..*ctx
+    };
     let eps: HashMap<&str, &r::ClusterEndpoints> = res
         .endpoints
         .iter()

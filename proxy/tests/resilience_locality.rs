@@ -1,7 +1,9 @@
 //! Locality-aware load balancing through a real proxy: the nearest locality is preferred while
 //! it is healthy (Istio's default, on clusters with outlier detection), failover to the next
 //! level when its endpoints are ejected, `distribute` weights, `failover` and
-//! `failoverPriority` rules, and `retryRemoteLocalities` deciding where retries land.
+//! `failoverPriority` rules, `retryRemoteLocalities` deciding where retries land, and the
+//! proxy's locality as the control plane pushes it (inbound listeners) against `--locality`
+//! and the proxy's labels.
 
 #![allow(clippy::unwrap_used)]
 
@@ -122,6 +124,65 @@ async fn nearest_locality_preferred_then_failover_when_ejected() {
     let (_p2, addrs2) = start_proxy(node_at(HERE, &[]), &placed(&eps, route(), |_| {}));
     assert_eq!(run(addrs2["outbound"], 60).await, 60);
     assert_eq!(hits(&[&pa2, &pb2, &pc2]), vec![20, 20, 20]);
+}
+
+/// The control plane sends the workload's locality on the proxy's inbound listeners.
+fn with_pushed_locality(mut res: ProxyResources, locality: &str) -> ProxyResources {
+    let mut inbound = listener(
+        "inbound",
+        r::listener::Direction::Inbound,
+        vec![http_chain("http", "80")],
+    );
+    inbound.locality = locality.into();
+    res.listeners.push(inbound);
+    res
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_pushed_by_the_control_plane_drives_locality_lb() {
+    let (a, pa) = backend("same-subzone").await;
+    let (b, pb) = backend("same-region").await;
+    let (c, pc) = backend("other-region").await;
+    let eps = [(a, HERE), (b, "us-west/zone2/x"), (c, "us-east/zone1/y")];
+    let res = with_pushed_locality(
+        placed(&eps, vec![svc_route("r", vec![], |_| {})], |c| {
+            c.outlier_detection = Some(outlier(1))
+        }),
+        HERE,
+    );
+    let levels = |text: &str| -> Vec<u32> {
+        [a, b, c]
+            .iter()
+            .map(|addr| {
+                (0..3)
+                    .find(|l| text.contains(&format!("{SVC}::{addr}::priority::{l}")))
+                    .unwrap_or_else(|| panic!("{addr} has no priority in {text}"))
+            })
+            .collect()
+    };
+
+    // No `--locality`, no locality labels: the pushed one places the proxy in us-west/zone1/sub1.
+    let (p, addrs) = start_proxy(node_at("", &[]), &res);
+    assert_eq!(levels(&admin_text(&p, "/clusters").await), vec![0, 1, 2]);
+    assert_eq!(run(addrs["outbound"], 40).await, 40);
+    assert_eq!(hits(&[&pa, &pb, &pc]), vec![40, 0, 0], "same subzone only");
+
+    // The pushed locality wins over the proxy's own labels (the control plane read them too,
+    // plus what it knows of the node)...
+    let (p2, _) = start_proxy(node_at("", &[("istio-locality", "us-east.zone1.y")]), &res);
+    assert_eq!(levels(&admin_text(&p2, "/clusters").await), vec![0, 1, 2]);
+    // ...and `--locality` wins over the pushed one.
+    let (p3, _) = start_proxy(node_at("us-east/zone1/y", &[]), &res);
+    assert_eq!(levels(&admin_text(&p3, "/clusters").await), vec![1, 1, 0]);
+
+    // A push without a locality leaves the proxy's labels in charge again.
+    let mut unpushed = res.clone();
+    unpushed.version = "2".into();
+    for l in &mut unpushed.listeners {
+        l.locality.clear();
+    }
+    p2.apply(&unpushed).unwrap();
+    assert_eq!(levels(&admin_text(&p2, "/clusters").await), vec![1, 1, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,7 +51,8 @@ pub struct NodeSide<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
-/// The proxy's locality: `--locality`, else (as the control plane reads workloads) its
+/// The proxy's locality: `node.locality` (`--locality`, else the one the control plane pushed,
+/// see `snapshot::with_pushed_locality`), else (as the control plane reads workloads) its
 /// `istio-locality` label (`region.zone.subzone` or with `/`), else the topology labels
 /// `topology.kubernetes.io/region`, `topology.kubernetes.io/zone`, `topology.istio.io/subzone`.
 pub fn node_locality(node: NodeSide<'_>) -> String {
