@@ -23,6 +23,19 @@ pub const CAP_NET_BIND_SERVICE: &str = "sidecar.istio.io/capNetBindService";
 pub const LOG_LEVEL: &str = "sidecar.istio.io/logLevel";
 pub const COMPONENT_LOG_LEVEL: &str = "sidecar.istio.io/componentLogLevel";
 pub const AGENT_LOG_LEVEL: &str = "sidecar.istio.io/agentLogLevel";
+pub const BOOTSTRAP_OVERRIDE: &str = "sidecar.istio.io/bootstrapOverride";
+
+/// Istio annotations that mean nothing here, with why; the admission answer carries them as warnings.
+pub const NOT_APPLICABLE: &[(&str, &str)] = &[
+    (
+        BOOTSTRAP_OVERRIDE,
+        "halyard has no Envoy, so there is no Envoy bootstrap to override",
+    ),
+    (
+        AGENT_LOG_LEVEL,
+        "halyard's proxy has no separate agent; sidecar.istio.io/logLevel sets its log level",
+    ),
+];
 pub const MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";
 
 // Extra volumes for the pod and mounts for the proxy: JSON maps keyed by volume name.

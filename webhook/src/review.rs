@@ -226,10 +226,11 @@ pub fn handle_inject(
         workload: None,
     };
     match injector.admission_patch(pod, &ctx) {
-        Ok(AdmissionPatch::Patch { json, operations }) => (
-            AdmissionResponse::allow(uid).with_patch_json(&json, operations),
-            Verdict::Success,
-        ),
+        Ok(AdmissionPatch::Patch { json, operations }) => {
+            let mut response = AdmissionResponse::allow(uid).with_patch_json(&json, operations);
+            response.warnings = not_applicable(pod);
+            (response, Verdict::Success)
+        }
         Ok(AdmissionPatch::Skipped(reason)) => {
             tracing::debug!(uid, %reason, "injection skipped");
             (AdmissionResponse::allow(uid), Verdict::Skip)
@@ -242,6 +243,22 @@ pub fn handle_inject(
             )
         }
     }
+}
+
+/// Warnings for the pod's Istio annotations that have no effect here (see `annotations::NOT_APPLICABLE`).
+fn not_applicable(pod: &Value) -> Vec<String> {
+    let annotations = pod
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object);
+    let Some(annotations) = annotations else {
+        return Vec::new();
+    };
+    crate::annotations::NOT_APPLICABLE
+        .iter()
+        .filter(|(name, _)| annotations.contains_key(*name))
+        .map(|(name, why)| format!("annotation {name} has no effect: {why}"))
+        .collect()
 }
 
 /// `/validate`: see [`validate::review`].
@@ -307,5 +324,30 @@ mod tests {
         let mut pod = body["request"]["object"].clone();
         json_patch::patch(&mut pod, &patch).unwrap();
         assert_eq!(pod["spec"]["containers"][1]["name"], "istio-proxy");
+        assert!(out["response"].get("warnings").is_none());
+    }
+
+    #[test]
+    fn annotations_without_effect_are_warned_about() {
+        let injector = Injector::builtin().unwrap();
+        let body = serde_json::json!({
+            "request": {
+                "uid": "w", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                "object": {"metadata": {"annotations": {"sidecar.istio.io/bootstrapOverride": "my-bootstrap"}},
+                           "spec": {"containers": [{"name": "a", "image": "a"}]}},
+            }
+        });
+        let (code, out, v) = respond(&serde_json::to_vec(&body).unwrap(), |r| {
+            handle_inject(r, &injector)
+        });
+        assert_eq!((code, v), (200, Verdict::Success));
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            out["response"]["warnings"],
+            serde_json::json!([
+                "annotation sidecar.istio.io/bootstrapOverride has no effect: halyard has no Envoy, so there is no Envoy bootstrap to override"
+            ])
+        );
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
     }
 }
