@@ -3,7 +3,7 @@
 //! becomes unreachable.
 //!
 //! - [`local`]: a directory of YAML (Istio kinds, plus Kubernetes Services, EndpointSlices, Pods and
-//!   Namespaces), polled for changes.
+//!   Namespaces, and Istio's mesh config as ConfigMap `istio-system/istio`), polled for changes.
 //! - [`kube`]: kube-runtime reflectors over the API server.
 //!
 //! Both admit objects through [`admit`], which validates Istio kinds with the same rules as the admission
@@ -15,6 +15,7 @@ mod snapshot;
 
 use std::sync::Arc;
 
+use halyard_config::mesh::{DEFAULT_ROOT_NAMESPACE, MeshConfig};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
@@ -44,6 +45,8 @@ pub struct MeshObjects {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub pods: Vec<Pod>,
     pub namespaces: Vec<Namespace>,
+    /// Istio's mesh config: the `mesh` key of ConfigMap `istio` in the root namespace, else the defaults.
+    pub mesh: MeshConfig,
 }
 
 /// An object the registry skipped, and why.
@@ -139,9 +142,17 @@ pub fn admit(
             set_namespace(&mut value, &namespace);
             typed(value).map(|o| objects.endpoint_slices.push(o))
         }
+        // Where Istio keeps its MeshConfig (istiod reads the same ConfigMap).
+        ("v1", "ConfigMap") if name == "istio" && namespace == DEFAULT_ROOT_NAMESPACE => {
+            let mesh = str_at(&value, &["data", "mesh"]);
+            MeshConfig::from_yaml(&format!("{origin} data.mesh"), mesh)
+                .map(|m| objects.mesh = m)
+                .map_err(|e| format!("mesh config not applied: {e}"))
+        }
         _ => Err(format!(
             "unsupported kind {kind} ({api_version}): the registry reads Istio kinds, Services, \
-             EndpointSlices, Pods and Namespaces"
+             EndpointSlices, Pods, Namespaces and the ConfigMap \
+             {DEFAULT_ROOT_NAMESPACE}/istio (mesh config)"
         )),
     };
     if let Err(reason) = parsed {
@@ -239,6 +250,46 @@ mod tests {
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].kind, "Deployment");
         assert_eq!(rejected[0].origin, "test.yaml#0/items[1]");
+    }
+
+    #[test]
+    fn reads_the_mesh_config_from_the_istio_config_map() {
+        let (objects, rejected) = run(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "istio-system"},
+            "data": {"mesh": "h2UpgradePolicy: UPGRADE\nlocalityLbSetting: {enabled: false}\n"}
+        }));
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(
+            objects.mesh.h2_upgrade_policy,
+            Some(halyard_crds::networking::H2UpgradePolicy::Upgrade)
+        );
+        assert_eq!(
+            objects.mesh.locality_lb_setting.and_then(|l| l.enabled),
+            Some(false)
+        );
+
+        // A bad mesh config is reported and the defaults stay; other ConfigMaps are not read.
+        let (objects, rejected) = run(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "istio-system"},
+            "data": {"mesh": "connectTimeout: later"}
+        }));
+        assert_eq!(objects.mesh, MeshConfig::default());
+        assert!(
+            rejected[0].reason.contains("connectTimeout"),
+            "{:?}",
+            rejected[0]
+        );
+        let (_, rejected) = run(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "default"},
+            "data": {"mesh": "h2UpgradePolicy: UPGRADE"}
+        }));
+        assert!(rejected[0].reason.starts_with("unsupported kind ConfigMap"));
     }
 
     #[test]

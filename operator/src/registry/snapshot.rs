@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use halyard_config::ProxyResources;
 use halyard_config::discovery::Node;
-use halyard_config::mesh::{MeshConfig, MeshInput, MeshModel};
+use halyard_config::mesh::{MeshInput, MeshModel};
 use halyard_config::translate::{Translator, scope_key};
 use serde_json::{Value, json};
 
@@ -64,7 +64,7 @@ impl MeshSnapshot {
             }
         }
         let input = MeshInput {
-            mesh: MeshConfig::default(),
+            mesh: objects.mesh,
             istio,
             services: objects.services,
             endpoint_slices: objects.endpoint_slices,
