@@ -3,13 +3,18 @@
 //!
 //! 1. The examples are extracted from the prose (plain blocks starting at an `apiVersion:` line,
 //!    `cat <<EOF | ... -f -` heredocs, Hugo `{{< text yaml >}}` blocks), with per-file counts so a
-//!    broken extractor fails loudly.
+//!    broken extractor fails loudly. Seed 002's Hugo blocks lost their line structure; they are
+//!    recovered with Istio's own CRD schema from `../shared/istio` (see `unflatten`).
 //! 2. Every Istio object goes through the validator. Istio's current schema is the target: objects
-//!    using fields Istio no longer accepts must be rejected naming that field (table `REJECTED`);
-//!    every other object must be accepted. Blocks that are not YAML at all are listed in `UNPARSABLE`.
-//! 3. Every accepted VirtualService / DestinationRule / ServiceEntry is translated (with a registry
-//!    built from the hosts the example names) for a client sidecar, and what the example configures
-//!    is compared, generically, with the routes and clusters the proxy receives.
+//!    using fields Istio does not accept must be rejected naming that field (table `REJECTED`);
+//!    every other object must be accepted. Blocks that are not YAML at all (kubectl fails on them
+//!    too) are listed in `UNPARSABLE`.
+//! 3. Every accepted VirtualService / DestinationRule / ServiceEntry / Gateway is translated, with a
+//!    registry built from the hosts the example names, for a client sidecar (and gateway-bound
+//!    VirtualServices for the gateway the chapter defines), and what the example configures is
+//!    compared, generically, with the routes, clusters and listeners the proxy receives.
+//!
+//! `SEED_DEBUG=1` prints the recovered seed-002 objects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,7 +25,8 @@ use halyard_config::ProxyResources;
 use halyard_config::discovery::{Node, ProxyType};
 use halyard_config::mesh::{MeshInput, MeshModel};
 use halyard_config::resources::{
-    Cluster, Route, cluster, fault_injection, load_balancer, route, string_match, upstream_tls,
+    Cluster, Route, cluster, fault_injection, filter_chain, load_balancer, route, string_match,
+    upstream_tls,
 };
 use halyard_config::translate::translate;
 use halyard_crds::validation::validate_value;
@@ -681,6 +687,37 @@ fn named_hosts(obj: &Value, hosts: &mut BTreeMap<String, BTreeSet<u32>>) {
     }
 }
 
+/// Hosts only routed as TCP (a VirtualService with `tcp` routes and no `http` ones, and their
+/// destinations): their registry ports are TCP so the tcp routes apply.
+fn tcp_hosts(objects: &[Value]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for o in objects {
+        let spec = &o["spec"];
+        if s(o, "kind") != Some("VirtualService")
+            || arr(spec, "tcp").is_empty()
+            || !arr(spec, "http").is_empty()
+        {
+            continue;
+        }
+        out.extend(
+            arr(spec, "hosts")
+                .iter()
+                .filter_map(Value::as_str)
+                .map(fqdn),
+        );
+        for rule in arr(spec, "tcp") {
+            out.extend(
+                arr(rule, "route")
+                    .iter()
+                    .filter_map(|d| d.pointer("/destination/host"))
+                    .filter_map(Value::as_str)
+                    .map(fqdn),
+            );
+        }
+    }
+    out
+}
+
 /// Kubernetes Services for `*.svc.cluster.local` hosts, ServiceEntries for the others (port 80
 /// `http` plus any destination port), except hosts the example's own ServiceEntries provide.
 fn registry(objects: &[Value]) -> MeshInput {
@@ -694,8 +731,10 @@ fn registry(objects: &[Value]) -> MeshInput {
             }
         }
     }
+    let tcp = tcp_hosts(objects);
     let mut input = MeshInput::default();
     for (n, (host, extra)) in hosts.iter().enumerate() {
+        let proto = if tcp.contains(host) { "tcp" } else { "http" };
         if provided.contains(host) {
             continue;
         }
@@ -703,7 +742,7 @@ fn registry(objects: &[Value]) -> MeshInput {
         ports.insert(80);
         let ports: Vec<Value> = ports
             .iter()
-            .map(|p| json!({"name": format!("http-{p}"), "port": p, "protocol": "TCP"}))
+            .map(|p| json!({"name": format!("{proto}-{p}"), "port": p, "protocol": "TCP"}))
             .collect();
         if let Some(local) = host.strip_suffix(&format!(".{DOMAIN}")) {
             let (name, ns) = local.split_once('.').unwrap();
@@ -718,7 +757,10 @@ fn registry(objects: &[Value]) -> MeshInput {
         } else {
             let ports: Vec<Value> = ports
                 .iter()
-                .map(|p| json!({"number": p["port"], "name": p["name"], "protocol": "HTTP"}))
+                .map(|p| {
+                    json!({"number": p["port"], "name": p["name"],
+                           "protocol": proto.to_ascii_uppercase()})
+                })
                 .collect();
             let se = json!({
                 "apiVersion": "networking.istio.io/v1",
@@ -867,6 +909,12 @@ fn check_virtual_service(
     if matches!(proxy, Proxy::Sidecar) && !applies_to_mesh(vs) {
         return problems; // Bound to gateways only: sidecars do not get these routes.
     }
+    if matches!(proxy, Proxy::Sidecar) {
+        check_tcp_routes(vs, res, stats, &mut problems);
+    }
+    if arr(spec, "http").is_empty() {
+        return problems;
+    }
     for host in arr(spec, "hosts") {
         let host = host.as_str().unwrap();
         // (port, route table, host exposed there, plaintext redirected to https)
@@ -970,6 +1018,80 @@ fn check_virtual_service(
     problems
 }
 
+/// The first tcp rule without a match sends every connection of the VirtualService's proxies'
+/// TCP chains to its destinations, with the same normalised weights.
+fn check_tcp_routes(
+    vs: &Value,
+    res: &ProxyResources,
+    stats: &mut Stats,
+    problems: &mut Vec<String>,
+) {
+    let Some(rule) = arr(&vs["spec"], "tcp")
+        .iter()
+        .find(|r| arr(r, "match").is_empty())
+    else {
+        return;
+    };
+    let want = weighted(arr(rule, "route"), |d| {
+        let host = fqdn(s(d, "host").unwrap());
+        let ports = service_ports(res, &host);
+        let p = d
+            .pointer("/port/number")
+            .and_then(Value::as_u64)
+            .map_or(ports[0], |p| u32::try_from(p).unwrap());
+        format!("outbound|{p}|{}|{host}", s(d, "subset").unwrap_or(""))
+    });
+    let suffix = format!("/virtual-service/{}", name_of(vs));
+    let chains: Vec<_> = res
+        .listeners
+        .iter()
+        .flat_map(|l| l.filter_chains.iter().chain(l.default_chain.as_ref()))
+        .filter_map(|c| match &c.handler {
+            Some(filter_chain::Handler::Tcp(tcp)) if tcp.config.ends_with(&suffix) => Some(tcp),
+            _ => None,
+        })
+        .collect();
+    if chains.is_empty() {
+        problems.push("tcp route: no TCP chain carries it".to_string());
+    }
+    for tcp in chains {
+        stats.routes += 1;
+        let got = normalised(
+            tcp.clusters
+                .iter()
+                .map(|c| (c.name.clone(), f64::from(c.weight))),
+        );
+        if !same_split(&want, &got) {
+            problems.push(format!("tcp route: destinations {want:?} became {got:?}"));
+        }
+    }
+}
+
+/// Destinations of a route list as (cluster, share of traffic); a lone destination takes all.
+fn weighted(dests: &[Value], cluster_of: impl Fn(&Value) -> String) -> Vec<(String, f64)> {
+    normalised(dests.iter().map(|d| {
+        let w = if dests.len() == 1 {
+            1.0
+        } else {
+            d["weight"].as_f64().unwrap_or(0.0)
+        };
+        (cluster_of(&d["destination"]), w)
+    }))
+}
+
+fn normalised(v: impl Iterator<Item = (String, f64)>) -> Vec<(String, f64)> {
+    let v: Vec<(String, f64)> = v.collect();
+    let total: f64 = v.iter().map(|x| x.1).sum();
+    v.into_iter().map(|(n, w)| (n, w / total)).collect()
+}
+
+fn same_split(a: &[(String, f64)], b: &[(String, f64)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.0 == y.0 && (x.1 - y.1).abs() < 1e-9)
+}
+
 fn check_route(
     rule: &Value,
     m: Option<&Value>,
@@ -1017,6 +1139,27 @@ fn check_route(
             usize::from(m.is_some()),
             got.len()
         )),
+    }
+    if let Some(rd) = rule.get("redirect") {
+        let Some(route::Action::Redirect(got)) = &r.action else {
+            fail(format!("redirect {rd} became {:?}", r.action));
+            return;
+        };
+        let want = (
+            s(rd, "uri").unwrap_or(""),
+            s(rd, "authority").unwrap_or(""),
+            rd["redirectCode"].as_u64().unwrap_or(301),
+        );
+        if want
+            != (
+                got.uri.as_str(),
+                got.authority.as_str(),
+                u64::from(got.response_code),
+            )
+        {
+            fail(format!("redirect {rd} became {got:?}"));
+        }
+        return;
     }
     let Some(route::Action::Route(a)) = &r.action else {
         fail(format!("expected a forwarding route, got {:?}", r.action));
