@@ -572,8 +572,9 @@ fn pod_spec(name: &str, app: &str, with_port: bool) -> Value {
 
 /// The injector as a cluster runs it: the injection template and mesh config that halyard-operator
 /// renders for `operator/deploy/meshinstall-default.yaml` (the ConfigMaps the webhook mounts as
-/// `--injection-template` and `--mesh-config`), told that discovery is at `discovery`.
-fn rendered_injector(discovery: &str) -> Injector {
+/// `--injection-template` and `--mesh-config`), told that discovery is at `discovery`; and that mesh
+/// ConfigMap, which the control plane reads too.
+fn rendered_injector(discovery: &str) -> (Injector, Value) {
     let install: MeshInstall = serde_yaml::from_str(include_str!(
         "../../operator/deploy/meshinstall-default.yaml"
     ))
@@ -611,7 +612,12 @@ fn rendered_injector(discovery: &str) -> Injector {
         .unwrap_or_else(|e| panic!("{e}"));
     let mesh = MeshConfig::from_yaml(data("mesh"), "the rendered mesh ConfigMap")
         .unwrap_or_else(|e| panic!("{e}"));
-    Injector::new(template, mesh)
+    let mesh_config_map = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["data"]["mesh"].is_string())
+        .cloned()
+        .expect("the rendered mesh ConfigMap");
+    (Injector::new(template, mesh), mesh_config_map)
 }
 
 fn inject(injector: &Injector, pod: &Value) -> Value {
@@ -956,6 +962,21 @@ fn all_synced(report: &SyncReport, proxies: &[String], after: u64) -> Result<u64
     Ok(report.config_version)
 }
 
+/// Every object of the config directory was taken: `/debug/configz` lists none as rejected.
+fn assert_nothing_rejected(env: &Env, node_ns: &str) {
+    let url = format!("http://{NODE_IP}:15014/debug/configz");
+    let (status, body) =
+        http_in(env, node_ns, "GET", &url, &[]).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(status, 200, "GET {url}: {body}");
+    let configz: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"));
+    assert_eq!(
+        configz["rejected"],
+        json!([]),
+        "the control plane skipped objects of the config directory"
+    );
+}
+
 /// `name{labels} value` lines of a Prometheus text page.
 fn samples(text: &str, metric: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     let mut out = Vec::new();
@@ -1175,7 +1196,7 @@ fn mesh_in_network_namespaces(env: &Env) {
 
     // --- the API server's part: inject the pods -------------------------------------------------
     let discovery = format!("{NODE_IP}:15010");
-    let injector = rendered_injector(&discovery);
+    let (injector, mesh_config_map) = rendered_injector(&discovery);
     let sleep = inject(&injector, &pod_spec(SLEEP_POD, "sleep", false));
     let httpbin = inject(&injector, &pod_spec(HTTPBIN_POD, "httpbin", true));
 
@@ -1255,6 +1276,7 @@ fn mesh_in_network_namespaces(env: &Env) {
 
     // --- the control plane --------------------------------------------------------------------------
     std::fs::write(config_dir.join("services.yaml"), services()).expect("services.yaml");
+    write_config(&config_dir, "mesh.yaml", &[mesh_config_map]);
     write_config(
         &config_dir,
         "pods.yaml",
@@ -1440,6 +1462,7 @@ fn mesh_in_network_namespaces(env: &Env) {
             first.config_version.saturating_sub(1),
         )
     });
+    assert_nothing_rejected(env, &node_ns);
     println!("mesh_netns: both proxies SYNCED at config version {version}");
 
     // --- 2. the kubelet's probes: the proxy's readiness and the rewritten app probe ------------------
@@ -1730,6 +1753,7 @@ fn mesh_in_network_namespaces(env: &Env) {
         served,
         "the aborted call reached the app"
     );
+    assert_nothing_rejected(env, &node_ns);
     println!("mesh_netns: fault abort 418 live at config version {version}");
 
     // --- 6. the app stops: the rewritten probe fails with the agent's 500 ----------------------------------
