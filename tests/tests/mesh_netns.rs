@@ -16,7 +16,8 @@
 //! does, the downward-API labels file written) run as the container's `runAsUser`/`runAsGroup`, and
 //! its postStart hook (`holdApplicationUntilProxyStarts` on httpbin) before the app starts. The
 //! control plane is `halyard-operator` in local mode, reading the injected pods (with the status a
-//! kubelet reports) and the Services from a directory, as it would read them from the API server.
+//! kubelet reports), the Services and the rendered mesh ConfigMap from a directory, as it would read
+//! them from the API server.
 //!
 //! What it proves: both proxies reach SYNCED; the kubelet's probes pass and the pods turning Ready reach
 //! the proxies; a plain HTTP call from the client pod to the Service VIP goes through the client's
