@@ -1,13 +1,17 @@
 //! Data-plane benchmark: HTTP/1.1 keep-alive, 1 KiB responses, loopback only.
 //!
 //! Paths: direct (client → backend), one and two halyard hops, one and two nginx hops (Debian's
-//! nginx, generated config, one worker). Every proxy runs as its own process with one worker
-//! thread. Prints requests/s and p50/p99 at fixed concurrency, p50/p99 and CPU-seconds per 1,000
-//! requests at a fixed 1,000 req/s, and halyard's RSS idle and with 1,000 services / 10,000
-//! endpoints — all as ratios against the direct baseline and nginx measured in the same run.
+//! nginx, generated config, one worker, upstream keep-alive). Every proxy runs as its own process
+//! with one worker thread. Prints requests/s, p50/p99 and CPU-seconds per 1,000 requests at fixed
+//! concurrency, p50/p99 and CPU-seconds per 1,000 requests at a fixed 1,000 req/s, and halyard's
+//! RSS idle and with 1,000 services / 10,000 endpoints — all against the direct baseline and nginx
+//! measured in the same run. The paths are measured in interleaved rounds (alternating order);
+//! the table shows medians over rounds, ratios are taken within each round.
 //!
 //! `cargo bench -p halyard-proxy --bench dataplane` (env: `BENCH_SECS`, default 3; `BENCH_CONNS`,
-//! default 16). Bounded: every phase has a fixed duration and the whole run takes about a minute.
+//! default 16; `BENCH_ROUNDS`, default 3; `BENCH_HALYARD_BIN`, another halyard-proxy binary to
+//! measure, e.g. a saved baseline). Bounded: every phase has a fixed duration; the whole
+//! run takes about two minutes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -244,9 +248,26 @@ fn wait_port(addr: SocketAddr) {
     }
 }
 
-struct Proc(Child);
+/// A child process, killed on drop; `.1`: stop it with SIGTERM first (nginx's master then stops
+/// its worker, which SIGKILL would orphan).
+struct Proc(Child, bool);
 impl Drop for Proc {
     fn drop(&mut self) {
+        if !self.1 {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -375,10 +396,22 @@ fn start_halyard(dir: &Path, name: &str, res: &ProxyResources) -> Proc {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec(res).unwrap()).unwrap();
     let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_halyard-proxy"))
+    // `BENCH_HALYARD_BIN`: measure another build (a saved baseline) with the same harness.
+    let bin = std::env::var_os("BENCH_HALYARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_halyard-proxy")));
+    let child = Command::new(bin)
         .arg("--config")
         .arg(&path)
-        .args(["--concurrency", "1", "--log-level", "warn"])
+        // Local mode (no capture): no agent port on 15020, so several proxies can run at once.
+        .args([
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+            "--interception",
+            "none",
+        ])
         .arg("--admin-address")
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--status-address")
@@ -392,7 +425,7 @@ fn start_halyard(dir: &Path, name: &str, res: &ProxyResources) -> Proc {
     for l in &res.listeners {
         wait_port(format!("{}:{}", l.address, l.port).parse().unwrap());
     }
-    Proc(child)
+    Proc(child, false)
 }
 
 fn nginx_path() -> Option<PathBuf> {
@@ -415,7 +448,7 @@ fn start_nginx(
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
 events {{ worker_connections 4096; }}\n\
 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-  upstream backend {{ server {upstream}; keepalive 128; }}\n\
+  upstream backend {{ server {upstream}; keepalive 128; keepalive_requests 1000000; }}\n\
   server {{\n    listen {listen};\n    keepalive_requests 1000000;\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
         d = d.display()
     );
@@ -431,7 +464,7 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path
         .spawn()
         .expect("nginx");
     wait_port(listen);
-    Proc(child)
+    Proc(child, true)
 }
 
 fn addr() -> SocketAddr {
@@ -440,26 +473,64 @@ fn addr() -> SocketAddr {
 
 #[derive(Clone, Copy)]
 struct Row {
-    name: &'static str,
     max: Run,
     paced: Run,
+    /// CPU ns of the proxies on this path during the closed-loop run.
+    max_cpu_ns: u64,
     /// CPU ns of the proxies on this path during the paced run.
     cpu_ns: u64,
     hops: u32,
 }
 
-fn measure(name: &'static str, target: SocketAddr, pids: &[u32], conns: usize, secs: f64) -> Row {
+impl Row {
+    fn cpu_per_1k(cpu_ns: u64, requests: u64, hops: u32) -> Option<f64> {
+        (hops > 0 && requests > 0)
+            .then(|| cpu_ns as f64 / 1e9 / requests as f64 * 1000.0 / f64::from(hops))
+    }
+    /// CPU-seconds per 1,000 requests per hop at 1,000 req/s.
+    fn paced_cpu(&self) -> Option<f64> {
+        Self::cpu_per_1k(self.cpu_ns, self.paced.requests, self.hops)
+    }
+    /// CPU-seconds per 1,000 requests per hop in the closed-loop run.
+    fn max_cpu(&self) -> Option<f64> {
+        Self::cpu_per_1k(self.max_cpu_ns, self.max.requests, self.hops)
+    }
+}
+
+fn measure(target: SocketAddr, pids: &[u32], conns: usize, secs: f64) -> Row {
+    let cpu = || pids.iter().map(|p| cpu_ns(*p)).sum::<u64>();
+    let c0 = cpu();
     let max = load(target, conns, secs, None);
-    let before: u64 = pids.iter().map(|p| cpu_ns(*p)).sum();
+    let c1 = cpu();
     let paced = load(target, 4, secs, Some(1000.0));
-    let after: u64 = pids.iter().map(|p| cpu_ns(*p)).sum();
+    let c2 = cpu();
     Row {
-        name,
         max,
         paced,
-        cpu_ns: after - before,
+        max_cpu_ns: c1 - c0,
+        cpu_ns: c2 - c1,
         hops: pids.len() as u32,
     }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One path to measure: its entry address and the proxies on it.
+struct BenchPath {
+    name: &'static str,
+    target: SocketAddr,
+    pids: Vec<u32>,
 }
 
 fn main() {
@@ -470,35 +541,84 @@ fn main() {
     } else {
         env_u64("BENCH_SECS", 3) as f64
     };
+    let rounds = if quick {
+        1
+    } else {
+        env_u64("BENCH_ROUNDS", 3).clamp(1, 20) as usize
+    };
     let conns = env_u64("BENCH_CONNS", 16) as usize;
     let dir = tempfile::tempdir().unwrap();
     let backend = start_backend();
     wait_port(backend);
 
-    let mut rows = Vec::new();
-    rows.push(measure("direct", backend, &[], conns, secs));
-
-    // halyard: one hop, then two (sidecar to sidecar).
-    let (h1, h2a, h2b) = (addr(), addr(), addr());
-    let p1 = start_halyard(dir.path(), "h1", &one_service_config(h1, backend));
-    rows.push(measure("halyard 1 hop", h1, &[p1.0.id()], conns, secs));
     let idle_rss = {
         let p = start_halyard(dir.path(), "idle", &one_service_config(addr(), backend));
         std::thread::sleep(Duration::from_millis(300));
         rss_kib(p.0.id())
     };
-    let p1_rss_loaded = rss_kib(p1.0.id());
-    drop(p1);
+
+    // Every proxy runs for the whole benchmark (idle ones cost nothing); the paths are measured
+    // in interleaved rounds so that the machine's load drifts hit all of them alike.
+    let (h1, h2a, h2b) = (addr(), addr(), addr());
+    let p1 = start_halyard(dir.path(), "h1", &one_service_config(h1, backend));
     let p2b = start_halyard(dir.path(), "h2b", &one_service_config(h2b, backend));
     let p2a = start_halyard(dir.path(), "h2a", &one_service_config(h2a, h2b));
-    rows.push(measure(
-        "halyard 2 hops",
-        h2a,
-        &[p2a.0.id(), p2b.0.id()],
-        conns,
-        secs,
-    ));
-    drop((p2a, p2b));
+    let mut paths = vec![
+        BenchPath {
+            name: "direct",
+            target: backend,
+            pids: vec![],
+        },
+        BenchPath {
+            name: "halyard 1 hop",
+            target: h1,
+            pids: vec![p1.0.id()],
+        },
+        BenchPath {
+            name: "halyard 2 hops",
+            target: h2a,
+            pids: vec![p2a.0.id(), p2b.0.id()],
+        },
+    ];
+    let nginx = nginx_path();
+    let mut nginx_procs = Vec::new();
+    if let Some(bin) = &nginx {
+        let (n1, n2a, n2b) = (addr(), addr(), addr());
+        let p = start_nginx(bin, dir.path(), "n1", n1, backend);
+        let pb = start_nginx(bin, dir.path(), "n2b", n2b, backend);
+        let pa = start_nginx(bin, dir.path(), "n2a", n2a, n2b);
+        paths.push(BenchPath {
+            name: "nginx 1 hop",
+            target: n1,
+            pids: vec![p.0.id()],
+        });
+        paths.push(BenchPath {
+            name: "nginx 2 hops",
+            target: n2a,
+            pids: vec![pa.0.id(), pb.0.id()],
+        });
+        nginx_procs.extend([p, pb, pa]);
+    } else {
+        println!("nginx not found (apt-get install nginx-light): nginx rows skipped");
+    }
+
+    let mut runs: Vec<Vec<Row>> = paths.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        // Alternate the order so neither proxy always runs first.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..paths.len()).collect()
+        } else {
+            (0..paths.len()).rev().collect()
+        };
+        for i in order {
+            let p = &paths[i];
+            runs[i].push(measure(p.target, &p.pids, conns, secs));
+        }
+        print_round(round, &paths, &runs);
+    }
+    let p1_rss_loaded = rss_kib(p1.0.id());
+    drop((p1, p2a, p2b));
+    drop(nginx_procs);
 
     let large_rss = {
         let l = addr();
@@ -508,114 +628,136 @@ fn main() {
         rss_kib(p.0.id())
     };
 
-    let nginx = nginx_path();
-    if let Some(bin) = &nginx {
-        let (n1, n2a, n2b) = (addr(), addr(), addr());
-        let p = start_nginx(bin, dir.path(), "n1", n1, backend);
-        rows.push(measure("nginx 1 hop", n1, &[p.0.id()], conns, secs));
-        drop(p);
-        let pb = start_nginx(bin, dir.path(), "n2b", n2b, backend);
-        let pa = start_nginx(bin, dir.path(), "n2a", n2a, n2b);
-        rows.push(measure(
-            "nginx 2 hops",
-            n2a,
-            &[pa.0.id(), pb.0.id()],
-            conns,
-            secs,
-        ));
-        drop((pa, pb));
-    } else {
-        println!("nginx not found (apt-get install nginx-light): nginx rows skipped");
-    }
-
     print_report(
-        &rows,
+        &paths,
+        &runs,
         conns,
         secs,
         idle_rss,
         p1_rss_loaded,
         large_rss,
-        nginx.is_some(),
     );
 }
 
-#[allow(clippy::too_many_arguments)]
+fn find<'a>(paths: &[BenchPath], runs: &'a [Vec<Row>], name: &str) -> Option<&'a Vec<Row>> {
+    paths.iter().position(|p| p.name == name).map(|i| &runs[i])
+}
+
+/// The same-run ratios of one round (halyard against nginx, one hop).
+fn print_round(round: usize, paths: &[BenchPath], runs: &[Vec<Row>]) {
+    let (Some(h), Some(n)) = (
+        find(paths, runs, "halyard 1 hop").and_then(|r| r.get(round)),
+        find(paths, runs, "nginx 1 hop").and_then(|r| r.get(round)),
+    ) else {
+        return;
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    };
+    println!(
+        "round {}: halyard/nginx 1 hop: req/s {:.0}/{:.0} = {:.2}x, p99 {:.2}x, CPU per request closed-loop {}x, paced {}x",
+        round + 1,
+        h.max.rps,
+        n.max.rps,
+        h.max.rps / n.max.rps.max(1.0),
+        h.max.p99_us / n.max.p99_us.max(1.0),
+        ratio(h.max_cpu(), n.max_cpu()),
+        ratio(h.paced_cpu(), n.paced_cpu()),
+    );
+}
+
 fn print_report(
-    rows: &[Row],
+    paths: &[BenchPath],
+    runs: &[Vec<Row>],
     conns: usize,
     secs: f64,
     idle: u64,
     loaded: u64,
     large: u64,
-    have_nginx: bool,
 ) {
-    let direct = rows[0];
-    let nginx1 = rows.iter().find(|r| r.name == "nginx 1 hop");
+    let rounds = runs.first().map_or(0, Vec::len);
+    let med = |rows: &[Row], f: &dyn Fn(&Row) -> Option<f64>| -> Option<f64> {
+        let v: Vec<f64> = rows.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    let direct = &runs[0];
+    let nginx1 = find(paths, runs, "nginx 1 hop");
+    // Ratios are taken within each round, then the median over rounds.
+    let per_round_ratio = |rows: &[Row], base: &[Row], f: &dyn Fn(&Row) -> f64| -> f64 {
+        median(
+            rows.iter()
+                .zip(base)
+                .map(|(r, b)| f(r) / f(b).max(1e-9))
+                .collect(),
+        )
+    };
     println!();
     println!(
-        "HTTP/1.1 keep-alive, {BODY} B responses, loopback; {conns} connections closed-loop for {secs}s; paced: 4 connections at 1000 req/s; one worker per proxy"
+        "HTTP/1.1 keep-alive, {BODY} B responses, loopback; {conns} connections closed-loop for {secs}s; paced: 4 connections at 1000 req/s; one worker per proxy; median of {rounds} interleaved rounds"
     );
     println!(
-        "{:<16} {:>10} {:>8} {:>8} {:>9} {:>9} | {:>9} {:>9} {:>10} {:>12} {:>7}",
+        "{:<16} {:>10} {:>8} {:>8} {:>9} {:>9} {:>11} | {:>9} {:>9} {:>10} {:>12} {:>7}",
         "path",
         "req/s",
         "xdirect",
         "xnginx1",
         "p50 us",
         "p99 us",
+        "CPU-s/1k/h",
         "p50@1k",
         "p99@1k",
         "+p50/hop",
         "CPU-s/1k/hop",
         "errors"
     );
-    for r in rows {
-        let hop_p50 = if r.hops > 0 {
-            format!(
-                "{:.0}",
-                (r.paced.p50_us - direct.paced.p50_us) / f64::from(r.hops)
-            )
+    for (p, rows) in paths.iter().zip(runs) {
+        let hops = rows.first().map_or(0, |r| r.hops);
+        let hop_p50 = if hops > 0 {
+            let added: Vec<f64> = rows
+                .iter()
+                .zip(direct)
+                .map(|(r, d)| (r.paced.p50_us - d.paced.p50_us) / f64::from(hops))
+                .collect();
+            format!("{:.0}", median(added))
         } else {
             "-".into()
         };
-        let cpu = if r.hops > 0 && r.paced.requests > 0 {
-            format!(
-                "{:.4}",
-                r.cpu_ns as f64 / 1e9 / r.paced.requests as f64 * 1000.0 / f64::from(r.hops)
-            )
-        } else {
-            "-".into()
-        };
+        let fmt_cpu = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
         println!(
-            "{:<16} {:>10.0} {:>8.2} {:>8} {:>9.0} {:>9.0} | {:>9.0} {:>9.0} {:>10} {:>12} {:>7}",
-            r.name,
-            r.max.rps,
-            r.max.rps / direct.max.rps,
-            nginx1.map_or("-".into(), |n| format!("{:.2}", r.max.rps / n.max.rps)),
-            r.max.p50_us,
-            r.max.p99_us,
-            r.paced.p50_us,
-            r.paced.p99_us,
+            "{:<16} {:>10.0} {:>8.2} {:>8} {:>9.0} {:>9.0} {:>11} | {:>9.0} {:>9.0} {:>10} {:>12} {:>7}",
+            p.name,
+            med(rows, &|r| Some(r.max.rps)).unwrap_or(0.0),
+            per_round_ratio(rows, direct, &|r| r.max.rps),
+            nginx1.map_or("-".into(), |n| format!(
+                "{:.2}",
+                per_round_ratio(rows, n, &|r| r.max.rps)
+            )),
+            med(rows, &|r| Some(r.max.p50_us)).unwrap_or(0.0),
+            med(rows, &|r| Some(r.max.p99_us)).unwrap_or(0.0),
+            fmt_cpu(med(rows, &Row::max_cpu)),
+            med(rows, &|r| Some(r.paced.p50_us)).unwrap_or(0.0),
+            med(rows, &|r| Some(r.paced.p99_us)).unwrap_or(0.0),
             hop_p50,
-            cpu,
-            r.max.errors + r.paced.errors
+            fmt_cpu(med(rows, &Row::paced_cpu)),
+            rows.iter()
+                .map(|r| r.max.errors + r.paced.errors)
+                .sum::<u64>()
         );
     }
     println!();
     println!(
-        "halyard RSS: idle {:.1} MiB; after the 1-hop run {:.1} MiB; 1,000 services / 10,000 endpoints {:.1} MiB",
+        "halyard RSS: idle {:.1} MiB; after the load runs {:.1} MiB; 1,000 services / 10,000 endpoints {:.1} MiB",
         idle as f64 / 1024.0,
         loaded as f64 / 1024.0,
         large as f64 / 1024.0
     );
-    if have_nginx {
-        let h = rows.iter().find(|r| r.name == "halyard 1 hop");
-        if let (Some(h), Some(n)) = (h, nginx1) {
-            println!(
-                "halyard 1 hop vs nginx 1 hop: {:.2}x req/s, p99 {:.2}x",
-                h.max.rps / n.max.rps,
-                h.max.p99_us / n.max.p99_us.max(1.0)
-            );
-        }
+    if let (Some(h), Some(n)) = (find(paths, runs, "halyard 1 hop"), nginx1) {
+        println!(
+            "halyard 1 hop vs nginx 1 hop (median of per-round ratios): {:.2}x req/s, p99 {:.2}x, p99@1k {:.2}x",
+            per_round_ratio(h, n, &|r| r.max.rps),
+            per_round_ratio(h, n, &|r| r.max.p99_us),
+            per_round_ratio(h, n, &|r| r.paced.p99_us),
+        );
     }
 }

@@ -72,10 +72,26 @@ pub fn upstream_error_body(reason: &str) -> String {
     format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
 }
 
+thread_local! {
+    /// wyrand state of this thread, seeded once from the OS-seeded `rand` generator.
+    static ID_RNG: std::cell::Cell<u64> = std::cell::Cell::new(rand::random());
+}
+
+/// 64 random bits from this thread's wyrand generator: request ids need uniqueness, not secrecy,
+/// and `rand::random` goes through `ThreadRng` (a reference-counted ChaCha12 state) on every call.
+fn fast_random_u64() -> u64 {
+    ID_RNG.with(|s| {
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
+
 /// A new `x-request-id`: a random UUID v4.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let r: u128 = rand::random();
+    let r: u128 = (u128::from(fast_random_u64()) << 64) | u128::from(fast_random_u64());
     // version 4, variant 10xx
     let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let mut out = [0u8; 36];
@@ -526,7 +542,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
         Action::Forward(f) => f,
     };
 
-    let Some(dest) = fwd.clusters.pick_dest(rand::random()) else {
+    let Some(dest) = fwd.clusters.pick_dest(fast_random_u64()) else {
         return ex.local(
             &conn,
             unknown,
@@ -764,6 +780,17 @@ mod tests {
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        // Every hex digit of the random part shows up in every random position.
+        let many: Vec<String> = (0..2_000)
+            .map(|_| new_request_id().to_str().unwrap().to_string())
+            .collect();
+        for pos in (0..36).filter(|p| !matches!(p, 8 | 13 | 14 | 18 | 19 | 23)) {
+            let seen: std::collections::HashSet<u8> =
+                many.iter().map(|s| s.as_bytes()[pos]).collect();
+            assert_eq!(seen.len(), 16, "position {pos}");
+        }
     }
 
     #[test]

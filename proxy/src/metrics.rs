@@ -254,6 +254,41 @@ pub struct RequestRecord<'a> {
     pub response_bytes: u64,
 }
 
+/// Hashes the small `Copy` series keys (a few integers) on the request path: the Fx multiply-
+/// rotate mix instead of SipHash. Keys come from interned ids and enums, not raw request input.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Most series kept; further label combinations are folded into the `unknown` peers series.
 pub const MAX_SERIES: usize = 10_000;
 
@@ -262,8 +297,8 @@ pub const MAX_SERIES: usize = 10_000;
 pub struct Metrics {
     interned: Mutex<HashMap<Peers, Arc<PeersId>>>,
     by_id: RwLock<Vec<Arc<PeersId>>>,
-    requests: RwLock<HashMap<ReqKey, Arc<ReqSeries>>>,
-    tcp: RwLock<HashMap<TcpKey, Arc<TcpSeries>>>,
+    requests: RwLock<KeyMap<ReqKey, Arc<ReqSeries>>>,
+    tcp: RwLock<KeyMap<TcpKey, Arc<TcpSeries>>>,
     unknown: Arc<PeersId>,
 }
 
@@ -284,8 +319,8 @@ impl Metrics {
         Metrics {
             interned: Mutex::new(interned),
             by_id: RwLock::new(vec![unknown.clone()]),
-            requests: RwLock::new(HashMap::new()),
-            tcp: RwLock::new(HashMap::new()),
+            requests: RwLock::new(KeyMap::default()),
+            tcp: RwLock::new(KeyMap::default()),
             unknown,
         }
     }
@@ -311,7 +346,7 @@ impl Metrics {
     }
 
     fn series<K: Hash + Eq + Copy, S>(
-        map: &RwLock<HashMap<K, Arc<S>>>,
+        map: &RwLock<KeyMap<K, Arc<S>>>,
         key: K,
         overflow: impl FnOnce(K) -> K,
         make: impl FnOnce() -> S,

@@ -281,6 +281,8 @@ const MAX_IDLE: usize = 64;
 pub struct ActiveGuard {
     upstream: Arc<Upstream>,
     stream: Option<Arc<ConnInfo>>,
+    /// HTTP/1.1: the exchange's connection, back to the idle list when the exchange ends.
+    h1: Option<(http1::SendRequest<Body>, Arc<ConnInfo>)>,
 }
 
 impl Drop for ActiveGuard {
@@ -289,6 +291,9 @@ impl Drop for ActiveGuard {
         if let Some(c) = self.stream.take() {
             c.streams.fetch_sub(1, Ordering::Relaxed);
             c.touch();
+        }
+        if let Some((sender, info)) = self.h1.take() {
+            self.upstream.recycle(sender, info);
         }
     }
 }
@@ -322,6 +327,7 @@ impl Upstream {
         ActiveGuard {
             upstream: self.clone(),
             stream: None,
+            h1: None,
         }
     }
 
@@ -506,7 +512,8 @@ impl Upstream {
                         Ok(resp) => {
                             info.requests.fetch_add(1, Ordering::Relaxed);
                             if !upgrade {
-                                self.recycle(sender, info);
+                                // Pooled again when the exchange ends (the guard drops).
+                                guard.h1 = Some((sender, info));
                             }
                             break Ok(resp);
                         }
@@ -533,30 +540,48 @@ impl Upstream {
     }
 
     /// Return an HTTP/1.1 connection to the idle list once its response body is done, unless it
-    /// is retired (dropping the sender closes it).
+    /// is retired (dropping the sender closes it). Called when the exchange ends: the response
+    /// body has usually been read to its end by then, so the connection is ready at once;
+    /// otherwise a task waits for it (or for its close).
     fn recycle(self: &Arc<Self>, mut sender: http1::SendRequest<Body>, info: Arc<ConnInfo>) {
+        // Outside a runtime (a body dropped on a foreign thread) the connection just closes: the
+        // pool's sweeper and waiter are tasks.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if sender.is_ready() {
+            self.pool_idle(sender, info);
+            return;
+        }
+        if sender.is_closed() {
+            return;
+        }
         let me = self.clone();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             if sender.ready().await.is_err() {
                 return;
             }
-            let now = Instant::now();
-            if me.retired(&info, now) {
+            me.pool_idle(sender, info);
+        });
+    }
+
+    fn pool_idle(self: &Arc<Self>, sender: http1::SendRequest<Body>, info: Arc<ConnInfo>) {
+        let now = Instant::now();
+        if self.retired(&info, now) {
+            return;
+        }
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() >= MAX_IDLE {
                 return;
             }
-            {
-                let mut idle = me.idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() >= MAX_IDLE {
-                    return;
-                }
-                idle.push(IdleH1 {
-                    sender,
-                    info,
-                    since: now,
-                });
-            }
-            me.ensure_sweeper(true);
-        });
+            idle.push(IdleH1 {
+                sender,
+                info,
+                since: now,
+            });
+        }
+        self.ensure_sweeper(true);
     }
 
     /// Start the pool's sweeper if needed. Idle deadlines only grow, but an aged connection
