@@ -144,6 +144,17 @@ impl Head {
         *r.headers_mut() = self.headers.clone();
         r
     }
+
+    /// The request of the last attempt: the head moves into it (no copy of the headers), leaving
+    /// an empty head behind.
+    fn take_request(&mut self, body: Body) -> Request<Body> {
+        let mut r = Request::new(body);
+        *r.method_mut() = std::mem::take(&mut self.method);
+        *r.uri_mut() = std::mem::take(&mut self.uri);
+        *r.version_mut() = self.version;
+        *r.headers_mut() = std::mem::take(&mut self.headers);
+        r
+    }
 }
 
 fn remaining(deadline: Option<Instant>) -> Option<Duration> {
@@ -334,7 +345,14 @@ pub async fn send(
         }
         let try_timeout = min_opt(per_try, left);
         let total_bound = try_timeout.is_some() && try_timeout == left;
-        let req = head.request(body_for(&replay, &mut streamed));
+        let body = body_for(&replay, &mut streamed);
+        // No attempt can follow this one (retries only while `attempt < max_retries`, mirrors
+        // were sent above): move the head rather than copy it.
+        let req = if attempt >= max_retries {
+            head.take_request(body)
+        } else {
+            head.request(body)
+        };
         let mut active = upstream.begin();
         let attempt_start = Instant::now();
         let sent = upstream.send(req, t.upgrade, &mut active);
