@@ -28,6 +28,8 @@ const ISTIO_CONVERGENCE_P90_MS: (f64, f64) = (1500.0, 4500.0);
 const TARGET_P99_MS: f64 = 1000.0;
 const TARGET_RSS_MIB: f64 = 200.0;
 const ISTIOD_RSS_MIB: f64 = 1536.0;
+/// Connection attempts per simulated proxy (100 ms apart).
+const CONNECT_ATTEMPTS: usize = 50;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -103,7 +105,19 @@ async fn run_probe(url: String, node: Node, probe: Arc<Probe>) {
     let endpoint = endpoint
         .initial_stream_window_size(4 * 1024 * 1024)
         .initial_connection_window_size(8 * 1024 * 1024);
-    let Ok(channel) = endpoint.connect().await else {
+    // a loaded machine may refuse or reset a few of 1,000 simultaneous connects: retry, bounded
+    let mut channel = None;
+    for _ in 0..CONNECT_ATTEMPTS {
+        match endpoint.connect().await {
+            Ok(c) => {
+                channel = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let Some(channel) = channel else {
+        eprintln!("benchmark: {} could not connect", node.id);
         return;
     };
     let mut client = AggregatedDiscoveryClient::new(channel).max_decoding_message_size(usize::MAX);
@@ -115,8 +129,12 @@ async fn run_probe(url: String, node: Node, probe: Arc<Probe>) {
             ..DiscoveryRequest::default()
         });
     }
-    let Ok(response) = client.stream(ReceiverStream::new(rx)).await else {
-        return;
+    let response = match client.stream(ReceiverStream::new(rx)).await {
+        Ok(response) => response,
+        Err(status) => {
+            eprintln!("benchmark: {} could not open its stream: {status}", node.id);
+            return;
+        }
     };
     let mut inbound = response.into_inner();
     let mut seen = BTreeSet::new();
