@@ -1,6 +1,6 @@
 //! The Kubernetes registry against kube's mocked API server (tower-test): initial sync gating, validation of
-//! Istio objects, watch updates, a kind whose CRD is missing, and keeping the last state while the API server
-//! is down.
+//! Istio objects, watch updates, a kind whose CRD is missing, keeping the last state while the API server
+//! is down, the mesh config ConfigMap and pod locality from node topology labels.
 
 // Tests may unwrap: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use halyard_config::mesh::{MeshModel, OutboundPolicy};
 use halyard_operator::registry::kube::KubeRegistry;
 use halyard_operator::registry::{MeshSnapshot, Snapshots};
 use http::{Request, Response, StatusCode};
@@ -31,6 +32,8 @@ struct Script {
     events: BTreeMap<String, Vec<Value>>,
     /// Answer everything with 503.
     down: bool,
+    /// Every request seen, as `path?query`.
+    requests: Vec<String>,
 }
 
 fn list_body(items: &[Value]) -> Vec<u8> {
@@ -104,6 +107,8 @@ fn serve(mut handle: Handle, script: Arc<Mutex<Script>>) {
             let path = request.uri().path().to_string();
             let is_watch = request.uri().query().unwrap_or("").contains("watch=true");
             let mut s = script.lock().unwrap();
+            s.requests
+                .push(format!("{path}?{}", request.uri().query().unwrap_or("")));
             if s.down {
                 send.send_response(respond(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -246,4 +251,243 @@ async fn keeps_the_last_state_while_the_api_server_is_down() {
     let now = rx.borrow().clone().expect("snapshot kept");
     assert_eq!(now.input().services.len(), first.input().services.len());
     assert_eq!(now.configs.len(), first.configs.len());
+}
+
+const MESH_CONFIG_MAPS: &str = "/api/v1/namespaces/istio-system/configmaps";
+const NODES: &str = "/api/v1/nodes";
+const PODS: &str = "/api/v1/pods";
+
+fn mesh_config_map(mesh: &str, rv: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "istio-system", "resourceVersion": rv},
+        "data": {"mesh": mesh}
+    })
+}
+
+fn node(name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": name, "resourceVersion": "1", "labels": labels}
+    })
+}
+
+fn pod(name: &str, ip: &str, node: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": "1", "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]},
+        "status": {"podIP": ip, "podIPs": [{"ip": ip}]}
+    })
+}
+
+#[tokio::test]
+async fn the_mesh_config_map_sets_the_mesh_config_and_only_it_is_watched() {
+    let mut script = base_script();
+    script.lists.insert(
+        MESH_CONFIG_MAPS.to_string(),
+        vec![mesh_config_map(
+            "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+            "1",
+        )],
+    );
+    let (mut rx, script) = start(script);
+    let snapshot = wait_snapshot(&mut rx, "first snapshot", |_| true).await;
+    assert_eq!(
+        snapshot.input().mesh.outbound_traffic_policy,
+        OutboundPolicy::RegistryOnly
+    );
+    assert!(
+        !snapshot.rejected.iter().any(|r| r.kind == "ConfigMap"),
+        "{:?}",
+        snapshot.rejected
+    );
+    {
+        let s = script.lock().unwrap();
+        let config_maps: Vec<&String> = s
+            .requests
+            .iter()
+            .filter(|r| r.contains("configmaps"))
+            .collect();
+        assert!(!config_maps.is_empty());
+        for r in config_maps {
+            assert!(r.starts_with(MESH_CONFIG_MAPS), "{r}");
+            assert!(r.contains("fieldSelector=metadata.name%3Distio"), "{r}");
+        }
+    }
+
+    // A bad mesh config is reported and the defaults apply, as in local mode.
+    script.lock().unwrap().events.insert(
+        MESH_CONFIG_MAPS.to_string(),
+        vec![
+            json!({"type": "MODIFIED", "object": mesh_config_map("connectTimeout: later\n", "2")}),
+        ],
+    );
+    let bad = wait_snapshot(&mut rx, "snapshot with the bad mesh config", |s| {
+        s.rejected.iter().any(|r| r.kind == "ConfigMap")
+    })
+    .await;
+    assert_eq!(
+        bad.input().mesh.outbound_traffic_policy,
+        OutboundPolicy::AllowAny
+    );
+    let reason = &bad
+        .rejected
+        .iter()
+        .find(|r| r.kind == "ConfigMap")
+        .unwrap()
+        .reason;
+    assert!(reason.contains("connectTimeout"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_missing_mesh_config_map_means_the_defaults() {
+    let (mut rx, _script) = start(base_script());
+    let snapshot = wait_snapshot(&mut rx, "first snapshot", |_| true).await;
+    assert_eq!(
+        snapshot.input().mesh.outbound_traffic_policy,
+        OutboundPolicy::AllowAny
+    );
+}
+
+#[tokio::test]
+async fn pods_take_their_locality_from_their_node_unless_they_carry_istio_locality() {
+    let mut script = base_script();
+    script.lists.insert(
+        NODES.to_string(),
+        vec![node(
+            "node-a",
+            json!({
+                "topology.kubernetes.io/region": "us-east1",
+                "topology.kubernetes.io/zone": "us-east1-b",
+                "topology.istio.io/subzone": "rack7",
+            }),
+        )],
+    );
+    script.lists.insert(
+        PODS.to_string(),
+        vec![
+            pod("plain", "10.1.0.1", "node-a", json!({"app": "reviews"})),
+            pod(
+                "pinned",
+                "10.1.0.2",
+                "node-a",
+                json!({"app": "reviews", "istio-locality": "eu-west1.eu-west1-a"}),
+            ),
+            pod(
+                "own-zone",
+                "10.1.0.3",
+                "node-a",
+                json!({"app": "reviews", "topology.kubernetes.io/zone": "us-east1-c"}),
+            ),
+            pod(
+                "elsewhere",
+                "10.1.0.4",
+                "node-unknown",
+                json!({"app": "reviews"}),
+            ),
+        ],
+    );
+    let (mut rx, _script) = start(script);
+    let snapshot = wait_snapshot(&mut rx, "first snapshot", |_| true).await;
+    let model = MeshModel::build(snapshot.input());
+    assert_eq!(
+        model.workload_locality("default", "plain", &[]),
+        "us-east1/us-east1-b/rack7"
+    );
+    assert_eq!(
+        model.workload_locality("default", "pinned", &[]),
+        "eu-west1/eu-west1-a"
+    );
+    assert_eq!(
+        model.workload_locality("default", "own-zone", &[]),
+        "us-east1/us-east1-c/rack7"
+    );
+    assert_eq!(model.workload_locality("default", "elsewhere", &[]), "");
+    // the pod keeps its own labels otherwise
+    let plain = snapshot
+        .input()
+        .pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("plain"))
+        .unwrap();
+    assert_eq!(
+        plain
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("app")
+            .map(String::as_str),
+        Some("reviews")
+    );
+}
+
+#[tokio::test]
+async fn no_snapshot_until_nodes_and_the_mesh_config_map_are_listed() {
+    for held in [NODES, MESH_CONFIG_MAPS] {
+        let mut script = base_script();
+        script.hold_lists.push(held.to_string());
+        let (mut rx, script) = start(script);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            rx.borrow_and_update().is_none(),
+            "published before {held} was listed"
+        );
+        script.lock().unwrap().hold_lists.clear();
+        wait_snapshot(&mut rx, "snapshot after the list", |_| true).await;
+    }
+}
+
+#[tokio::test]
+async fn node_updates_rebuild_the_snapshot_only_when_topology_labels_change() {
+    let mut script = base_script();
+    script.lists.insert(
+        NODES.to_string(),
+        vec![node("node-a", json!({"topology.kubernetes.io/zone": "z1"}))],
+    );
+    script.lists.insert(
+        PODS.to_string(),
+        vec![pod(
+            "plain",
+            "10.1.0.1",
+            "node-a",
+            json!({"app": "reviews"}),
+        )],
+    );
+    let (mut rx, script) = start(script);
+    wait_snapshot(&mut rx, "first snapshot", |_| true).await;
+    // let the initial lists' notifications settle (they may fold into a second version)
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let first = rx.borrow().clone().unwrap();
+    let locality =
+        |s: &MeshSnapshot| MeshModel::build(s.input()).workload_locality("default", "plain", &[]);
+    assert_eq!(locality(&first), "/z1/");
+
+    // a heartbeat-like update (other labels, new resourceVersion) does not rebuild the snapshot
+    let mut heartbeat = node(
+        "node-a",
+        json!({"topology.kubernetes.io/zone": "z1", "x": "1"}),
+    );
+    heartbeat["metadata"]["resourceVersion"] = json!("2");
+    script.lock().unwrap().events.insert(
+        NODES.to_string(),
+        vec![json!({"type": "MODIFIED", "object": heartbeat})],
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(script.lock().unwrap().events.is_empty(), "event not sent");
+    assert_eq!(rx.borrow().as_ref().unwrap().version, first.version);
+
+    // a zone change does
+    let mut moved = node("node-a", json!({"topology.kubernetes.io/zone": "z2"}));
+    moved["metadata"]["resourceVersion"] = json!("3");
+    script.lock().unwrap().events.insert(
+        NODES.to_string(),
+        vec![json!({"type": "MODIFIED", "object": moved})],
+    );
+    let next = wait_snapshot(&mut rx, "snapshot with the new zone", |s| {
+        locality(s) == "/z2/"
+    })
+    .await;
+    assert!(next.version > first.version);
 }

@@ -1,15 +1,20 @@
-//! The Kubernetes registry: kube-runtime reflectors over Services, EndpointSlices, Pods, Namespaces and the
-//! Istio kinds. Not synced (no snapshot) until every kind has been listed once; while the API server is
-//! unreachable the reflectors keep their last state and so does the snapshot.
+//! The Kubernetes registry: kube-runtime reflectors over Services, EndpointSlices, Pods, Namespaces, the
+//! Istio kinds, the mesh config ConfigMap `istio-system/istio` (only that one, by field selector) and Nodes
+//! (metadata only: their topology labels give a pod its locality when it has no `istio-locality` label).
+//! Not synced (no snapshot) until every kind has been listed once; while the API server is unreachable the
+//! reflectors keep their last state and so does the snapshot.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use futures::{Stream, StreamExt};
+use halyard_config::mesh::DEFAULT_ROOT_NAMESPACE;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -79,7 +84,20 @@ struct Stores {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     istio: Vec<(ApiResource, Store<DynamicObject>)>,
+    /// At most the one ConfigMap holding the mesh config.
+    mesh_config: Store<ConfigMap>,
+    nodes: Store<PartialObjectMeta<Node>>,
 }
+
+/// The name of Istio's mesh config ConfigMap (in [`DEFAULT_ROOT_NAMESPACE`]); its `mesh` key is the MeshConfig.
+pub const MESH_CONFIG_MAP: &str = "istio";
+
+/// Node labels a pod's locality is taken from (as Istio does) when the pod has no `istio-locality` label.
+pub const NODE_TOPOLOGY_LABELS: &[&str] = &[
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+];
 
 impl KubeRegistry {
     pub fn new(client: Client) -> Self {
@@ -109,16 +127,55 @@ impl KubeRegistry {
                 let writer = Writer::new(ar.clone());
                 let store = writer.as_reader();
                 let api = Api::<DynamicObject>::all_with(self.client.clone(), &ar);
-                synced.push(spawn_reflector(api, writer, changed.clone(), kind));
+                let events = watcher(api, watcher::Config::default());
+                synced.push(spawn_reflector(events, writer, changed.clone(), kind));
                 (ar, store)
             })
             .collect();
+        // Only the mesh config ConfigMap, not every ConfigMap of the cluster.
+        let (mesh_config, writer) = reflector::store();
+        let api = Api::<ConfigMap>::namespaced(self.client.clone(), DEFAULT_ROOT_NAMESPACE);
+        let config = watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIG_MAP}"));
+        synced.push(spawn_reflector(
+            watcher(api, config),
+            writer,
+            changed.clone(),
+            "ConfigMap",
+        ));
+        // Node metadata only (`Api<PartialObjectMeta<_>>` makes metadata-only requests): their labels, not
+        // their status. Updates that leave a node's topology labels as they were are dropped, so that node
+        // heartbeats do not rebuild the snapshot.
+        let (nodes, writer) = reflector::store();
+        let api = Api::<PartialObjectMeta<Node>>::all(self.client.clone());
+        let mut seen: HashMap<String, Vec<Option<String>>> = HashMap::new();
+        let events = watcher(api, watcher::Config::default()).filter(move |event| {
+            let keep = match event {
+                Ok(watcher::Event::Apply(node)) => {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    seen.insert(name, node_topology(node)).as_ref() != Some(&node_topology(node))
+                }
+                Ok(watcher::Event::InitApply(node)) => {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    seen.insert(name, node_topology(node));
+                    true
+                }
+                Ok(watcher::Event::Delete(node)) => {
+                    seen.remove(node.metadata.name.as_deref().unwrap_or_default());
+                    true
+                }
+                _ => true,
+            };
+            std::future::ready(keep)
+        });
+        synced.push(spawn_reflector(events, writer, changed.clone(), "Node"));
         let stores = Stores {
             services,
             endpoint_slices,
             pods,
             namespaces,
             istio,
+            mesh_config,
+            nodes,
         };
         tokio::spawn(publish(stores, synced, changed, self.coalesce, tx));
         rx
@@ -135,7 +192,10 @@ impl KubeRegistry {
     {
         let (store, writer) = reflector::store();
         synced.push(spawn_reflector(
-            Api::<K>::all(self.client.clone()),
+            watcher(
+                Api::<K>::all(self.client.clone()),
+                watcher::Config::default(),
+            ),
             writer,
             changed.clone(),
             kind,
@@ -145,8 +205,8 @@ impl KubeRegistry {
 }
 
 /// Drives one reflector; the returned flag turns true once its kind has been listed (or found absent).
-fn spawn_reflector<K>(
-    api: Api<K>,
+fn spawn_reflector<K, S>(
+    events: S,
     writer: Writer<K>,
     changed: Arc<Notify>,
     kind: &'static str,
@@ -154,12 +214,11 @@ fn spawn_reflector<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let (synced_tx, synced_rx) = watch::channel(false);
     tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer);
+        let stream = events.default_backoff().reflect(writer);
         futures::pin_mut!(stream);
         let mut failing = false;
         while let Some(event) = stream.next().await {
@@ -235,21 +294,35 @@ async fn publish(
 
 /// Reads every store; Istio objects go through the same validation as files.
 fn collect(stores: &Stores) -> (MeshObjects, Vec<Rejected>) {
+    let mut pods = owned(&stores.pods);
+    add_node_topology(&mut pods, &stores.nodes);
     let mut objects = MeshObjects {
         services: owned(&stores.services),
         endpoint_slices: owned(&stores.endpoint_slices),
-        pods: owned(&stores.pods),
+        pods,
         namespaces: owned(&stores.namespaces),
         ..MeshObjects::default()
     };
     let mut rejected = Vec::new();
+    // The mesh config goes through `admit` as in local mode: a bad one is reported and the defaults stay.
+    for cm in store_items(&stores.mesh_config) {
+        let Ok(mut value) = serde_json::to_value(&*cm) else {
+            continue;
+        };
+        if let Some(map) = value.as_object_mut() {
+            map.insert("apiVersion".into(), "v1".into());
+            map.insert("kind".into(), "ConfigMap".into());
+        }
+        admit(
+            value,
+            "kubernetes",
+            DEFAULT_ROOT_NAMESPACE,
+            &mut objects,
+            &mut rejected,
+        );
+    }
     for (ar, store) in &stores.istio {
-        let mut items = store.state();
-        items.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name)
-                .cmp(&(&b.metadata.namespace, &b.metadata.name))
-        });
-        for obj in items {
+        for obj in store_items(store) {
             let Ok(mut value) = serde_json::to_value(&*obj) else {
                 continue;
             };
@@ -264,14 +337,66 @@ fn collect(stores: &Stores) -> (MeshObjects, Vec<Rejected>) {
     (objects, rejected)
 }
 
-fn owned<K: Clone + Resource>(store: &Store<K>) -> Vec<K>
+/// A store's objects sorted by (namespace, name), so that snapshots do not depend on the store's order.
+fn store_items<K: Clone + Resource>(store: &Store<K>) -> Vec<Arc<K>>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let mut items: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    let mut items = store.state();
     items.sort_by(|a, b| {
         (a.meta().namespace.as_deref(), a.meta().name.as_deref())
             .cmp(&(b.meta().namespace.as_deref(), b.meta().name.as_deref()))
     });
     items
+}
+
+fn owned<K: Clone + Resource>(store: &Store<K>) -> Vec<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store_items(store).iter().map(|o| (**o).clone()).collect()
+}
+
+/// A node's topology label values, in [`NODE_TOPOLOGY_LABELS`] order.
+fn node_topology(node: &PartialObjectMeta<Node>) -> Vec<Option<String>> {
+    NODE_TOPOLOGY_LABELS
+        .iter()
+        .map(|key| {
+            node.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(*key).cloned())
+        })
+        .collect()
+}
+
+/// Gives each scheduled pod without an `istio-locality` label its node's topology labels, where the pod does
+/// not carry them itself, so that the model takes its locality from the node as Istio does. Only the copy
+/// handed to the model changes.
+fn add_node_topology(pods: &mut [Pod], nodes: &Store<PartialObjectMeta<Node>>) {
+    for pod in pods {
+        if let Some(labels) = &pod.metadata.labels
+            && labels.contains_key("istio-locality")
+        {
+            continue;
+        }
+        let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        let Some(node) = nodes.get(&reflector::ObjectRef::new(node_name)) else {
+            continue;
+        };
+        let Some(node_labels) = node.metadata.labels.as_ref() else {
+            continue;
+        };
+        for key in NODE_TOPOLOGY_LABELS {
+            if let Some(value) = node_labels.get(*key) {
+                pod.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .entry((*key).to_string())
+                    .or_insert_with(|| value.clone());
+            }
+        }
+    }
 }

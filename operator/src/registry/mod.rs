@@ -4,7 +4,8 @@
 //!
 //! - [`local`]: a directory of YAML (Istio kinds, plus Kubernetes Services, EndpointSlices, Pods and
 //!   Namespaces, and Istio's mesh config as ConfigMap `istio-system/istio`), polled for changes.
-//! - [`kube`]: kube-runtime reflectors over the API server.
+//! - [`kube`]: kube-runtime reflectors over the API server (the same kinds, the same mesh ConfigMap, and
+//!   Nodes, whose topology labels give a pod its locality when the pod has no `istio-locality` label).
 //!
 //! Both admit objects through [`admit`], which validates Istio kinds with the same rules as the admission
 //! webhook and skips (and reports) invalid ones rather than pushing them.
