@@ -9,11 +9,12 @@
 //! (started while the pool holds connections) closes idle and aged connections on time.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use halyard_config::ClusterName;
 use halyard_config::resources as r;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -105,6 +106,9 @@ pub struct PoolSettings {
     /// TCP proxy: connections without a byte either way for this long are closed
     /// (`tcp.idleTimeout`).
     pub tcp_idle_timeout: Option<Duration>,
+    /// Connections into the proxy's own pod (inbound clusters) leave from the passthrough
+    /// source, so the capture rules do not send them back to the inbound listener.
+    pub bypass_capture: bool,
 }
 
 impl Default for PoolSettings {
@@ -117,6 +121,7 @@ impl Default for PoolSettings {
             max_requests_per_connection: None,
             max_concurrent_streams: None,
             tcp_idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            bypass_capture: false,
         }
     }
 }
@@ -129,7 +134,13 @@ impl PoolSettings {
     /// The settings of a cluster resource: `connectionPool.tcp.connectTimeout` wins over the
     /// cluster's `connect_timeout_ms` (the translator fills both); zero means "default".
     pub fn from_cluster(c: &r::Cluster) -> Self {
-        let mut s = PoolSettings::default();
+        let mut s = PoolSettings {
+            bypass_capture: matches!(
+                c.name.parse::<ClusterName>(),
+                Ok(ClusterName::Inbound { .. } | ClusterName::InboundPassthrough)
+            ),
+            ..PoolSettings::default()
+        };
         let pool = c.connection_pool.as_ref();
         let tcp = pool.and_then(|p| p.tcp.as_ref());
         let http = pool.and_then(|p| p.http.as_ref());
@@ -169,12 +180,18 @@ pub async fn connect_tcp(
     addr: SocketAddr,
     settings: &PoolSettings,
 ) -> Result<TcpStream, UpstreamError> {
-    let stream =
-        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
-            Err(_) => return Err(UpstreamError::ConnectTimeout { addr }),
-        };
+    let connect = async {
+        if settings.bypass_capture {
+            connect_bypassing_capture(addr).await
+        } else {
+            TcpStream::connect(addr).await
+        }
+    };
+    let stream = match tokio::time::timeout(settings.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
+        Err(_) => return Err(UpstreamError::ConnectTimeout { addr }),
+    };
     // Small request/response exchanges: do not wait for Nagle.
     let _ = stream.set_nodelay(true);
     if let Some(k) = settings.keepalive
@@ -183,6 +200,32 @@ pub async fn connect_tcp(
         tracing::debug!(error = %e, %addr, "cannot set TCP keepalive");
     }
     Ok(stream)
+}
+
+/// The source address of the proxy's connections into its own pod (Istio's
+/// `InboundPassthroughBindIpv4/6`): the init container's first output rule returns traffic from
+/// it untouched, so such connections (to the app, or to a port no Service declares) are not
+/// captured again by the inbound listener.
+pub fn passthrough_source(dest: IpAddr) -> SocketAddr {
+    match dest {
+        IpAddr::V4(_) => SocketAddr::from(([127, 0, 0, 6], 0)),
+        IpAddr::V6(_) => SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 6], 0)),
+    }
+}
+
+/// Connect from [`passthrough_source`]. Where it cannot be bound (`::6` exists only once the
+/// init container added it) there is no capture to bypass, so an unbound connection is the same.
+pub async fn connect_bypassing_capture(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    let source = passthrough_source(addr.ip());
+    if let Err(e) = socket.bind(source) {
+        tracing::debug!(error = %e, %source, "cannot bind the passthrough source; connecting unbound");
+        return TcpStream::connect(addr).await;
+    }
+    socket.connect(addr).await
 }
 
 fn set_keepalive(stream: &TcpStream, k: Keepalive) -> std::io::Result<()> {
@@ -815,6 +858,39 @@ mod tests {
             PoolSettings::from_cluster(&c2).connect_timeout,
             Duration::from_secs(2)
         );
+    }
+
+    #[tokio::test]
+    async fn inbound_clusters_connect_from_the_passthrough_source() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let inbound = r::Cluster {
+            name: "inbound|9080||".into(),
+            ..Default::default()
+        };
+        let settings = PoolSettings::from_cluster(&inbound);
+        assert!(settings.bypass_capture);
+        let _s = connect_tcp(l.local_addr().unwrap(), &settings)
+            .await
+            .unwrap();
+        let (_, peer) = l.accept().await.unwrap();
+        assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 6]));
+
+        let passthrough = r::Cluster {
+            name: "InboundPassthroughCluster".into(),
+            ..Default::default()
+        };
+        assert!(PoolSettings::from_cluster(&passthrough).bypass_capture);
+        let outbound = r::Cluster {
+            name: "outbound|9080||reviews.default.svc.cluster.local".into(),
+            ..Default::default()
+        };
+        let settings = PoolSettings::from_cluster(&outbound);
+        assert!(!settings.bypass_capture);
+        let _s = connect_tcp(l.local_addr().unwrap(), &settings)
+            .await
+            .unwrap();
+        let (_, peer) = l.accept().await.unwrap();
+        assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 1]));
     }
 
     #[tokio::test]

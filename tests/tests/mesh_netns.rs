@@ -25,7 +25,8 @@
 //! peer-metadata headers (nor does the client); both proxies count it with Istio's labels (the server
 //! learns the client's workload through the metadata exchange), on 15090 and on the port the injected
 //! Prometheus annotations name; a server outside the mesh (in the node namespace) is reached through
-//! the capture and the passthrough without receiving the peer metadata; a re-run of istio-init changes
+//! the capture and the passthrough without receiving the peer metadata; a port of the server pod that no
+//! Service declares is reached through its inbound passthrough; a re-run of istio-init changes
 //! nothing; the rewritten readiness probe reaches the app directly (not through the inbound listener)
 //! and answers 200, then 500 once the app is gone; a VirtualService fault is live once the proxies ACK
 //! it; `POST /quitquitquit` ends each proxy with exit status 0. About 2 s.
@@ -66,6 +67,8 @@ const SERVICE_PORT: u16 = 8000;
 const APP_PORT: u16 = 8080;
 /// A server in the node namespace, outside the mesh.
 const EXTERNAL_PORT: u16 = 9999;
+/// A port of the httpbin pod that no Service declares (inbound passthrough).
+const UNDECLARED_PORT: u16 = 9090;
 const NAMESPACE: &str = "default";
 const SLEEP_POD: &str = "sleep-6d8b5c7f9-x2kqp";
 const HTTPBIN_POD: &str = "httpbin-7f9c4d6b8-m4vzt";
@@ -1698,6 +1701,37 @@ fn mesh_in_network_namespaces(env: &Env) {
     assert!(
         leaked.is_empty(),
         "the sleep proxy sent its peer metadata outside the mesh: {leaked:?}"
+    );
+
+    // --- 4c. a port no Service declares: the server's inbound passthrough to the original destination ----
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &httpbin_ns]).arg(&env.me).args([
+        ROLE_APP,
+        "undeclared-port",
+        &UNDECLARED_PORT.to_string(),
+    ]);
+    let undeclared = lab.spawn("app on a port no Service declares", cmd);
+    let undeclared_url = format!("http://{HTTPBIN_IP}:{UNDECLARED_PORT}/undeclared");
+    let (status, body) = wait_for(
+        &format!(
+            "a call from the sleep pod to {undeclared_url} (a port no Service declares) answered"
+        ),
+        || {
+            http_in(
+                env,
+                &sleep_ns,
+                "GET",
+                &undeclared_url,
+                &["x-mesh-test: undeclared"],
+            )
+        },
+    );
+    assert_eq!(status, 200, "the call to {undeclared_url}: {body}");
+    let seen = app_requests(&lab, undeclared);
+    assert_eq!(
+        seen.len(),
+        1,
+        "the app on the undeclared port should have seen exactly the one call: {seen:?}"
     );
 
     // --- 4b. the kubelet re-runs the init container (a new sandbox): same rules, traffic still flows ----

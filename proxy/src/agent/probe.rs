@@ -230,41 +230,17 @@ async fn target(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     Ok(tokio::net::lookup_host((host, port)).await?.collect())
 }
 
-/// The source address the proxy's own connections to its pod use (Istio's
-/// `UpstreamLocalAddressIPv4/IPv6`): the capture rules let traffic from it through, so a probe
-/// of the pod IP reaches the app itself, not the pod's inbound listener (which would answer
-/// with its own 503, count the probe as a request and apply authorization to it).
-fn passthrough_source(dest: IpAddr) -> SocketAddr {
-    match dest {
-        IpAddr::V4(_) => SocketAddr::from(([127, 0, 0, 6], 0)),
-        IpAddr::V6(_) => SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 6], 0)),
-    }
-}
-
-async fn connect_from(addr: SocketAddr, bypass_capture: bool) -> std::io::Result<TcpStream> {
-    if !bypass_capture {
-        return TcpStream::connect(addr).await;
-    }
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    let source = passthrough_source(addr.ip());
-    if let Err(e) = socket.bind(source) {
-        // `::6` exists only where the init container added it; without capture there is
-        // nothing to bypass, so an unbound connection is equivalent.
-        tracing::debug!(error = %e, %source, "probe: cannot bind the passthrough source");
-        return TcpStream::connect(addr).await;
-    }
-    socket.connect(addr).await
-}
-
 /// Connect to the app; `bypass_capture` when `host` is the pod's own address (the probe named
 /// no host), as the kubelet's probes would arrive from outside the pod's capture.
 async fn connect(host: &str, port: u16, bypass_capture: bool) -> std::io::Result<TcpStream> {
     let mut last = None;
     for addr in target(host, port).await? {
-        match connect_from(addr, bypass_capture).await {
+        let attempt = if bypass_capture {
+            crate::upstream::connect_bypassing_capture(addr).await
+        } else {
+            TcpStream::connect(addr).await
+        };
+        match attempt {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
