@@ -101,11 +101,43 @@ fn base_services_get_default_routes_clusters_and_endpoints() {
     let chains: Vec<&str> = inb.filter_chains.iter().map(|c| c.name.as_str()).collect();
     assert!(chains.contains(&"inbound|9080||#mtls"), "{chains:?}");
     assert!(chains.contains(&"inbound|9080||#plaintext"), "{chains:?}");
+    // With capture, as Istio since 1.10: the pod's own IP (the proxy connects from 127.0.0.6).
     let ib = endpoints(&res, "inbound|9080||");
-    assert_eq!(
-        (ib.endpoints[0].address.as_str(), ib.endpoints[0].port),
-        ("127.0.0.1", 9080)
+    let pod_ip = ib.endpoints[0].address.clone();
+    assert!(
+        pod_ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_loopback()),
+        "{pod_ip}"
     );
+    assert_eq!(ib.endpoints[0].port, 9080);
+}
+
+#[test]
+fn inbound_delivers_to_the_pod_ip_unless_an_app_address_is_configured() {
+    let Some(input) = bookinfo() else {
+        return;
+    };
+    let model = MeshModel::build(&input);
+    let inbound_target = |node: &halyard_config::discovery::Node| {
+        let res = translate(&model, node).expect("translate");
+        let ib = endpoints(&res, "inbound|9080||");
+        (ib.endpoints[0].address.clone(), ib.endpoints[0].port)
+    };
+    let mut pod = sidecar(&input, "productpage");
+    pod.ip_addresses = vec!["10.1.0.7".into()];
+    assert_eq!(inbound_target(&pod), ("10.1.0.7".to_string(), 9080));
+    // A configured app address wins (Istio's pre-1.10 loopback delivery, for example).
+    pod.app_address = "127.0.0.1".into();
+    assert_eq!(inbound_target(&pod), ("127.0.0.1".to_string(), 9080));
+    // No IP reported: loopback.
+    pod.app_address.clear();
+    pod.ip_addresses.clear();
+    assert_eq!(inbound_target(&pod), ("127.0.0.1".to_string(), 9080));
+    // Local mode: the node's IPs are the proxy's own inbound addresses, never the app's.
+    pod.ip_addresses = vec!["127.10.1.1".into()];
+    pod.interception_mode = halyard_config::discovery::InterceptionMode::None as i32;
+    assert_eq!(inbound_target(&pod), ("127.0.0.1".to_string(), 9080));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use super::clusters::{ROOT_CA_SECRET, WORKLOAD_CERT_SECRET, file_cert_secret, fi
 use super::routes::{default_route, destination_cluster, http_routes};
 use super::{Scope, binds_gateway, match_gateways_allow};
 use crate::ClusterName;
-use crate::discovery::InterceptionMode;
+use crate::discovery::{InterceptionMode, Node};
 use crate::mesh::{
     Cfg, OutboundPolicy, ServiceInfo, TargetPort, explicit_protocol, host_matches, is_http,
     port_protocol, selector_matches,
@@ -648,13 +648,26 @@ fn peer_chains(
     }
 }
 
+/// Where the inbound clusters deliver to: the configured app address; else, with capture, the
+/// pod's own IP as Istio does since 1.10 (apps bound only to it are reachable; the proxy connects
+/// from the passthrough source 127.0.0.6, which the capture rules let through); else loopback.
+/// Local mode's node IPs are the proxy's own inbound addresses, never the app's.
+fn inbound_app_address(node: &Node, explicit: bool) -> String {
+    let pod_ip = node
+        .ip_addresses
+        .iter()
+        .map(|ip| ip.trim())
+        .find(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+    match (node.app_address.trim(), pod_ip) {
+        (configured, _) if !configured.is_empty() => configured.to_string(),
+        ("", Some(ip)) if !explicit => ip.to_string(),
+        _ => "127.0.0.1".to_string(),
+    }
+}
+
 pub(crate) fn inbound(scope: &Scope<'_>, out: &mut ProxyResources) {
     let explicit = scope.node.interception_mode() == InterceptionMode::None;
-    let app_address = if explicit && !scope.node.app_address.is_empty() {
-        scope.node.app_address.clone()
-    } else {
-        "127.0.0.1".to_string()
-    };
+    let app_address = inbound_app_address(scope.node, explicit);
     let pod_name = scope
         .node
         .id
