@@ -198,6 +198,23 @@ impl Injector {
         ))
     }
 
+    /// The template and mesh config from the files the operator writes; the built-in template
+    /// and the default mesh config for a file not given (the server and `kube-inject` alike).
+    pub fn from_files(
+        template: Option<&std::path::Path>,
+        mesh: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
+        let template = match template {
+            Some(path) => InjectionTemplate::from_file(path)?,
+            None => InjectionTemplate::builtin()?,
+        };
+        let mesh = match mesh {
+            Some(path) => MeshConfig::from_file(path)?,
+            None => MeshConfig::default(),
+        };
+        Ok(Self::new(template, mesh))
+    }
+
     pub fn decide(&self, pod: &Value, ctx: &PodContext<'_>) -> Result<Decision, Error> {
         let (labels, annotations) = labels_and_annotations(pod)?;
         Ok(self.decide_with(pod, ctx, &labels, &annotations))

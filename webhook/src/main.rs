@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use halyard_webhook::Injector;
 use halyard_webhook::cli::Args;
 use halyard_webhook::server::{self, AppState, ServerOptions};
 use halyard_webhook::tls::ReloadingCertResolver;
-use halyard_webhook::{InjectionTemplate, Injector, MeshConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,14 +24,10 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
 
-    let template = match &args.injection_template {
-        Some(path) => InjectionTemplate::from_file(path)?,
-        None => InjectionTemplate::builtin()?,
-    };
-    let mesh = match &args.mesh_config {
-        Some(path) => MeshConfig::from_file(path)?,
-        None => MeshConfig::default(),
-    };
+    let injector = Injector::from_files(
+        args.injection_template.as_deref(),
+        args.mesh_config.as_deref(),
+    )?;
     let resolver = Arc::new(ReloadingCertResolver::new(&args.tls_cert, &args.tls_key)?);
     let tls = resolver.server_config()?;
     let options = ServerOptions {
@@ -41,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         body_timeout: args.client_timeout,
         ..ServerOptions::default()
     };
-    let state = AppState::new(Injector::new(template, mesh), options);
+    let state = AppState::new(injector, options);
     // The operator updates these files in place (ConfigMap mounts); pick changes up without a restart.
     tokio::spawn(server::watch_config_files(
         state.injector.clone(),

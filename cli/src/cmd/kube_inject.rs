@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use halyard_webhook::Injector;
 use halyard_webhook::kube_inject::inject_documents;
-use halyard_webhook::{InjectionTemplate, Injector, MeshConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct KubeInjectArgs {
@@ -28,15 +28,10 @@ pub struct KubeInjectArgs {
 }
 
 pub fn run(args: KubeInjectArgs) -> anyhow::Result<ExitCode> {
-    let template = match &args.injection_template {
-        Some(path) => InjectionTemplate::from_file(path)?,
-        None => InjectionTemplate::builtin()?,
-    };
-    let mesh = match &args.mesh_config {
-        Some(path) => MeshConfig::from_file(path)?,
-        None => MeshConfig::default(),
-    };
-    let injector = Injector::new(template, mesh);
+    let injector = Injector::from_files(
+        args.injection_template.as_deref(),
+        args.mesh_config.as_deref(),
+    )?;
     let input = if args.filename.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
