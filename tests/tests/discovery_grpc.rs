@@ -287,12 +287,15 @@ async fn initial_sync_over_state_of_the_world_and_delta() {
         TestSink::default(),
     );
     for p in [&sotw, &delta] {
-        eventually("both services' clusters applied", || {
-            p.sink.has_cluster_for("reviews") && p.sink.has_cluster_for("ratings")
+        // The status is updated just after the sink applies, so both are awaited together.
+        eventually("both services' clusters applied and counted", || {
+            let status = p.status();
+            p.sink.has_cluster_for("reviews")
+                && p.sink.has_cluster_for("ratings")
+                && status.synced
+                && status.control_plane.as_deref() == Some("cp-a")
         })
         .await;
-        assert!(p.status().synced);
-        assert_eq!(p.status().control_plane.as_deref(), Some("cp-a"));
     }
 
     let report = cp.syncz().await;
@@ -367,13 +370,14 @@ async fn incremental_update_reaches_every_proxy() {
         // the rest of the config is still there
         assert!(p.sink.has_cluster_for("reviews") && p.sink.has_cluster_for("ratings"));
     }
-    let applied_after: Vec<u64> = [&sotw, &delta].iter().map(|p| p.status().applied).collect();
-    assert!(
-        applied_after
+    // The sink sees the resources just before the client counts the apply, so wait for the count.
+    eventually("each proxy counts one more applied push", || {
+        [&sotw, &delta]
             .iter()
             .zip(&applied_before)
-            .all(|(a, b)| a > b)
-    );
+            .all(|(p, before)| p.status().applied > *before)
+    })
+    .await;
 
     std::fs::remove_file(dir.path().join("details.yaml")).unwrap();
     for p in [&sotw, &delta] {
@@ -524,11 +528,13 @@ async fn control_plane_restart_keeps_config_then_resyncs() {
     let cp = ControlPlane::start(dir.path(), addr, "cp-b", "30m").await;
     for p in [&sotw, &delta] {
         eventually("resynced from the restarted control plane", || {
-            p.status().synced && p.sink.has_cluster_for("details")
+            let status = p.status();
+            status.synced
+                && p.sink.has_cluster_for("details")
+                && status.control_plane.as_deref() == Some("cp-b")
         })
         .await;
         assert!(p.status().streams >= 2);
-        assert_eq!(p.status().control_plane.as_deref(), Some("cp-b"));
     }
     let report = cp.syncz().await;
     assert_eq!(report.proxies.len(), 2);
