@@ -355,12 +355,23 @@ async fn named_subscriptions_decide_what_is_sent() {
     );
 
     // a change to an endpoint set the proxy did not subscribe to sends nothing
+    let before = cp.config_version().await;
     write_config(
         dir.path(),
         "reviews.yaml",
         &slice("reviews", &["10.1.1.1", "10.1.1.9"]),
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait for the registry to take the change (a fixed sleep can end before it does on a loaded
+    // machine; then the change would be pushed after the subscription below and look like a
+    // second response), then for this proxy's stream to handle it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cp.config_version().await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the registry never took the change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cp.wait_pushed(id).await;
     assert!(client.drain(Duration::from_millis(300)).await.is_empty());
 

@@ -457,9 +457,15 @@ async fn node_updates_rebuild_the_snapshot_only_when_topology_labels_change() {
     );
     let (mut rx, script) = start(script);
     wait_snapshot(&mut rx, "first snapshot", |_| true).await;
-    // let the initial lists' notifications settle (they may fold into a second version)
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let first = rx.borrow().clone().unwrap();
+    // let the initial lists' notifications settle (they may fold into a second version): wait
+    // until no new version came for 400 ms, bounded, rather than a fixed sleep that a loaded
+    // machine can outlast
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(changed) = tokio::time::timeout(Duration::from_millis(400), rx.changed()).await {
+        changed.expect("the registry is running");
+        assert!(Instant::now() < deadline, "snapshots never settled");
+    }
+    let first = rx.borrow_and_update().clone().unwrap();
     let locality =
         |s: &MeshSnapshot| MeshModel::build(s.input()).workload_locality("default", "plain", &[]);
     assert_eq!(locality(&first), "/z1/");
@@ -474,8 +480,14 @@ async fn node_updates_rebuild_the_snapshot_only_when_topology_labels_change() {
         NODES.to_string(),
         vec![json!({"type": "MODIFIED", "object": heartbeat})],
     );
+    // the mock API server answers the held watch within ~50 ms; wait (bounded) until it did,
+    // then give a (wrong) rebuild time to show
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !script.lock().unwrap().events.is_empty() {
+        assert!(Instant::now() < deadline, "event not sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(script.lock().unwrap().events.is_empty(), "event not sent");
     assert_eq!(rx.borrow().as_ref().unwrap().version, first.version);
 
     // a zone change does

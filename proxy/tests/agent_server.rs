@@ -418,7 +418,9 @@ async fn spawn_proxy(
             .unwrap();
         let mut child = Child(child);
         // The agent port is bound last: once it answers and the child lives, all are ours.
-        for _ in 0..200 {
+        // (Bounded by time, not tries: a cold start on a loaded machine can take seconds.)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
             if child.0.try_wait().unwrap().is_some() {
                 break;
             }

@@ -89,7 +89,7 @@ async fn backend_of(out: SocketAddr) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn refresh_swaps_endpoints_and_keeps_last_good() {
-    let (a, _) = http_backend("a").await;
+    let (a, a_hits) = http_backend("a").await;
     let (b, _) = http_backend("b").await;
     let fake = Fake::default();
     // The name does not resolve at compile time: the config is still accepted (no endpoints).
@@ -117,7 +117,16 @@ async fn refresh_swaps_endpoints_and_keeps_last_good() {
         tokio::spawn(
             async move { get(&h1_client(), out, HOST, "/", &[("x-delay-ms", "400")]).await },
         );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until `a` has the slow request (a fixed sleep could end before it was routed).
+    let served = a_hits.0.load(Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a_hits.0.load(Ordering::Relaxed) == served {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never reached a"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     fake.set(HOST, Ok(vec![b]));
     let rep = dns::refresh(&proxy, &fake, Duration::from_secs(1)).await;
     assert_eq!(rep.updated, vec![CLUSTER.to_string()]);
@@ -171,13 +180,24 @@ async fn the_periodic_refresher_follows_the_interval() {
     let mut waited = 0;
     while backend_of(out).await.1 != "a" {
         waited += 1;
-        assert!(waited < 100, "refresher never applied the first answer");
+        assert!(waited < 500, "refresher never applied the first answer");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let seen = fake.lookups.load(Ordering::Relaxed);
     fake.set(HOST, Ok(vec![b, a]));
     // LOGICAL_DNS uses one address, the lowest, whatever order the answer comes in.
     let lowest = if a < b { "a" } else { "b" };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait for a lookup that began after the new answer to be applied: the refresher resolves,
+    // applies, then sleeps, so a second lookup after `set` means the first one's answer is live.
+    // (A fixed sleep could end before the refresher ran on a loaded machine.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.lookups.load(Ordering::Relaxed) < seen + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refresher never looked the new answer up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for _ in 0..4 {
         assert_eq!(backend_of(out).await.1, lowest);
     }
@@ -185,13 +205,13 @@ async fn the_periodic_refresher_follows_the_interval() {
     let mut waited = 0;
     while backend_of(out).await.1 != "b" {
         waited += 1;
-        assert!(waited < 100, "refresher never moved to b");
+        assert!(waited < 500, "refresher never moved to b");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(fake.lookups.load(Ordering::Relaxed) >= 3);
     // It stops with the proxy.
     proxy.shared().quit.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(2), task)
+    tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("refresher ends on quit")
         .unwrap();

@@ -423,7 +423,7 @@ async fn static_mode_binary_serves_config_file() {
         .unwrap();
     let status_addr: SocketAddr = format!("127.0.0.1:{status}").parse().unwrap();
     let client = h1_client();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let req = http::Request::get(format!("http://{status_addr}/healthz/ready"))
             .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -433,7 +433,7 @@ async fn static_mode_binary_serves_config_file() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "proxy not ready within 10s");
+        assert!(Instant::now() < deadline, "proxy not ready within 30s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

@@ -187,16 +187,27 @@ async fn tcp_proxy_copies_both_ways_with_half_close() {
         .unwrap();
     assert_eq!(&g, b"hello:");
     drop(s);
-    // metrics: two connections opened; the first one closed with 3 bytes received, 12 sent
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let m = prometheus(&p);
-    let line = |name: &str| {
+    // metrics: two connections opened; the first one closed with 3 bytes received, 12 sent.
+    // The proxy counts a close once it has seen both ends go, after our side is done: wait
+    // (bounded) for both closes rather than a fixed sleep that a loaded machine can outlast.
+    let value = |m: &str, name: &str| {
         m.lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let m = loop {
+        let m = prometheus(&p);
+        if value(&m, "istio_tcp_connections_closed_total{") >= 2
+            || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let line = |name: &str| value(&m, name);
     assert_eq!(line("istio_tcp_connections_opened_total{"), 2, "{m}");
     assert_eq!(line("istio_tcp_connections_closed_total{"), 2, "{m}");
     assert!(line("istio_tcp_received_bytes_total{") >= 3);

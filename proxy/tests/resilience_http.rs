@@ -534,7 +534,8 @@ async fn mirrors_are_fire_and_forget_with_shadow_authority() {
         get(&c, px, "svc", "/", &[("x-m", "hang")]).await.status,
         200
     );
-    assert!(t.elapsed() < Duration::from_secs(2));
+    // (the mirror hangs for 60 s; 5 s leaves a loaded machine room and still tells them apart)
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     mplan.fail(u64::MAX, Fail::Status(500));
     assert_eq!(get(&c, px, "svc", "/", &[]).await.status, 200);
     mplan.kill();
@@ -552,8 +553,19 @@ async fn mirrors_are_fire_and_forget_with_shadow_authority() {
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let n = m2plan.hits();
+    // Mirrors are sent from tasks of their own: wait (bounded) until the copies stop arriving
+    // instead of a fixed sleep that a loaded machine can outlast.
+    let t = Instant::now();
+    let mut n = m2plan.hits();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = m2plan.hits();
+        if (now == n && now >= 50) || t.elapsed() > Duration::from_secs(10) {
+            n = now;
+            break;
+        }
+        n = now;
+    }
     assert!((50..=150).contains(&n), "50% mirrored gave {n}/200");
 }
 

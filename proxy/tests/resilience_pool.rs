@@ -305,7 +305,8 @@ async fn max_concurrent_streams_opens_more_http2_connections() {
         let c = h1_client();
         let reqs = (0..6).map(|_| {
             let c = c.clone();
-            async move { get(&c, px, "svc", "/", &[("x-delay-ms", "600")]).await }
+            // Long enough that all six are in flight together even on a loaded machine.
+            async move { get(&c, px, "svc", "/", &[("x-delay-ms", "1500")]).await }
         });
         for got in futures::future::join_all(reqs).await {
             assert_eq!(got.status, 200);
@@ -476,7 +477,9 @@ async fn http2_max_requests_bounds_requests_in_flight() {
     let c = h1_client();
     let reqs = (0..5).map(|_| {
         let c = c.clone();
-        async move { get(&c, px, "svc", "/", &[("x-delay-ms", "800")]).await }
+        // Long enough that all five arrive while the first two are still in flight, even on a
+        // loaded machine (a slot freed early would admit a late one).
+        async move { get(&c, px, "svc", "/", &[("x-delay-ms", "2000")]).await }
     });
     let t = Instant::now();
     let got = futures::future::join_all(reqs).await;

@@ -189,12 +189,14 @@ fn response(body: &[u8]) -> Value {
     serde_json::from_slice::<Value>(body).unwrap()["response"].clone()
 }
 
+/// Short timeouts (the tests wait 5 s for them to fire), yet long enough that a well-behaved
+/// client on a loaded machine is not cut off mid-handshake or mid-request.
 fn small_limits() -> ServerOptions {
     ServerOptions {
         body_limit: 64 * 1024,
-        handshake_timeout: Duration::from_millis(500),
-        header_timeout: Duration::from_millis(500),
-        body_timeout: Duration::from_millis(500),
+        handshake_timeout: Duration::from_millis(1_500),
+        header_timeout: Duration::from_millis(1_500),
+        body_timeout: Duration::from_millis(1_500),
         drain_timeout: Duration::from_secs(5),
     }
 }
