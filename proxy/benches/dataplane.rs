@@ -1,7 +1,8 @@
 //! Data-plane benchmark: HTTP/1.1 keep-alive, 1 KiB responses, loopback only.
 //!
 //! Paths: direct (client → backend), one and two halyard hops, one and two nginx hops (Debian's
-//! nginx, generated config, one worker, upstream keep-alive). Every proxy runs as its own process
+//! nginx, generated config, one worker, upstream keep-alive) and one and two HAProxy hops
+//! (Debian's haproxy, one thread, `http-reuse always`). Every proxy runs as its own process
 //! with one worker thread. Prints requests/s, p50/p99 and CPU-seconds per 1,000 requests at fixed
 //! concurrency, p50/p99 and CPU-seconds per 1,000 requests at a fixed 1,000 req/s, and halyard's
 //! RSS idle and with 1,000 services / 10,000 endpoints — all against the direct baseline and nginx
@@ -467,6 +468,44 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path
     Proc(child, true)
 }
 
+fn haproxy_path() -> Option<PathBuf> {
+    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// HAProxy as a keep-alive HTTP reverse proxy: one thread, idle upstream connections reused
+/// by any request (`http-reuse always`), no logging.
+fn start_haproxy(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+) -> Proc {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = format!(
+        "global\n  nbthread 1\n  maxconn 4096\n\
+defaults\n  mode http\n  option http-keep-alive\n  http-reuse always\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+frontend f\n  bind {listen}\n  default_backend b\n\
+backend b\n  server s1 {upstream}\n"
+    );
+    let path = d.join("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(bin)
+        // -db: foreground, no daemon; -q: quiet.
+        .args(["-db", "-q", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy");
+    wait_port(listen);
+    Proc(child, false)
+}
+
 fn addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
@@ -601,6 +640,26 @@ fn main() {
     } else {
         println!("nginx not found (apt-get install nginx-light): nginx rows skipped");
     }
+    let mut haproxy_procs = Vec::new();
+    if let Some(bin) = haproxy_path() {
+        let (a1, a2a, a2b) = (addr(), addr(), addr());
+        let p = start_haproxy(&bin, dir.path(), "a1", a1, backend);
+        let pb = start_haproxy(&bin, dir.path(), "a2b", a2b, backend);
+        let pa = start_haproxy(&bin, dir.path(), "a2a", a2a, a2b);
+        paths.push(BenchPath {
+            name: "haproxy 1 hop",
+            target: a1,
+            pids: vec![p.0.id()],
+        });
+        paths.push(BenchPath {
+            name: "haproxy 2 hops",
+            target: a2a,
+            pids: vec![pa.0.id(), pb.0.id()],
+        });
+        haproxy_procs.extend([p, pb, pa]);
+    } else {
+        println!("haproxy not found (apt-get install haproxy): haproxy rows skipped");
+    }
 
     let mut runs: Vec<Vec<Row>> = paths.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
@@ -619,6 +678,7 @@ fn main() {
     let p1_rss_loaded = rss_kib(p1.0.id());
     drop((p1, p2a, p2b));
     drop(nginx_procs);
+    drop(haproxy_procs);
 
     let large_rss = {
         let l = addr();
@@ -643,28 +703,30 @@ fn find<'a>(paths: &[BenchPath], runs: &'a [Vec<Row>], name: &str) -> Option<&'a
     paths.iter().position(|p| p.name == name).map(|i| &runs[i])
 }
 
-/// The same-run ratios of one round (halyard against nginx, one hop).
+/// The same-run ratios of one round (halyard against each peer, one hop).
 fn print_round(round: usize, paths: &[BenchPath], runs: &[Vec<Row>]) {
-    let (Some(h), Some(n)) = (
-        find(paths, runs, "halyard 1 hop").and_then(|r| r.get(round)),
-        find(paths, runs, "nginx 1 hop").and_then(|r| r.get(round)),
-    ) else {
+    let Some(h) = find(paths, runs, "halyard 1 hop").and_then(|r| r.get(round)) else {
         return;
     };
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "-".into(),
     };
-    println!(
-        "round {}: halyard/nginx 1 hop: req/s {:.0}/{:.0} = {:.2}x, p99 {:.2}x, CPU per request closed-loop {}x, paced {}x",
-        round + 1,
-        h.max.rps,
-        n.max.rps,
-        h.max.rps / n.max.rps.max(1.0),
-        h.max.p99_us / n.max.p99_us.max(1.0),
-        ratio(h.max_cpu(), n.max_cpu()),
-        ratio(h.paced_cpu(), n.paced_cpu()),
-    );
+    for peer in ["nginx", "haproxy"] {
+        let Some(n) = find(paths, runs, &format!("{peer} 1 hop")).and_then(|r| r.get(round)) else {
+            continue;
+        };
+        println!(
+            "round {}: halyard/{peer} 1 hop: req/s {:.0}/{:.0} = {:.2}x, p99 {:.2}x, CPU per request closed-loop {}x, paced {}x",
+            round + 1,
+            h.max.rps,
+            n.max.rps,
+            h.max.rps / n.max.rps.max(1.0),
+            h.max.p99_us / n.max.p99_us.max(1.0),
+            ratio(h.max_cpu(), n.max_cpu()),
+            ratio(h.paced_cpu(), n.paced_cpu()),
+        );
+    }
 }
 
 fn print_report(
@@ -752,12 +814,28 @@ fn print_report(
         loaded as f64 / 1024.0,
         large as f64 / 1024.0
     );
-    if let (Some(h), Some(n)) = (find(paths, runs, "halyard 1 hop"), nginx1) {
+    for peer in ["nginx", "haproxy"] {
+        let (Some(h), Some(n)) = (
+            find(paths, runs, "halyard 1 hop"),
+            find(paths, runs, &format!("{peer} 1 hop")),
+        ) else {
+            continue;
+        };
+        let cpu_ratio = |f: &dyn Fn(&Row) -> Option<f64>| {
+            median(
+                h.iter()
+                    .zip(n)
+                    .filter_map(|(a, b)| Some(f(a)? / f(b)?.max(1e-9)))
+                    .collect(),
+            )
+        };
         println!(
-            "halyard 1 hop vs nginx 1 hop (median of per-round ratios): {:.2}x req/s, p99 {:.2}x, p99@1k {:.2}x",
+            "halyard 1 hop vs {peer} 1 hop (median of per-round ratios): {:.2}x req/s, p99 {:.2}x, p99@1k {:.2}x, CPU per request {:.2}x closed-loop, {:.2}x at 1k req/s",
             per_round_ratio(h, n, &|r| r.max.rps),
             per_round_ratio(h, n, &|r| r.max.p99_us),
             per_round_ratio(h, n, &|r| r.paced.p99_us),
+            cpu_ratio(&Row::max_cpu),
+            cpu_ratio(&Row::paced_cpu),
         );
     }
 }

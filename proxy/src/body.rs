@@ -10,6 +10,9 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
+/// Why a body stopped before its end (the peer's error, or ours).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request or response body.
 #[derive(Debug, Default)]
 pub enum Body {
@@ -22,6 +25,8 @@ pub enum Body {
         inner: Incoming,
         counter: Option<Arc<AtomicU64>>,
     },
+    /// A response body read straight from a pooled HTTP/1.1 upstream connection.
+    Upstream(crate::upstream::h1::ResponseStream),
 }
 
 impl Body {
@@ -50,19 +55,19 @@ impl Body {
     }
 
     /// Collect a (small) body, for tests and admin clients.
-    pub async fn collect_bytes(self) -> Result<Bytes, hyper::Error> {
+    pub async fn collect_bytes(self) -> Result<Bytes, BodyError> {
         Ok(self.collect().await?.to_bytes())
     }
 }
 
 impl HttpBody for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -73,8 +78,9 @@ impl HttpBody for Body {
                 {
                     c.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
-                res
+                res.map_err(BodyError::from)
             }
+            Body::Upstream(s) => Pin::new(s).poll_frame(cx),
         }
     }
 
@@ -83,6 +89,7 @@ impl HttpBody for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Incoming { inner, .. } => inner.is_end_stream(),
+            Body::Upstream(s) => s.is_end_stream(),
         }
     }
 
@@ -91,6 +98,7 @@ impl HttpBody for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming { inner, .. } => inner.size_hint(),
+            Body::Upstream(s) => s.size_hint(),
         }
     }
 }

@@ -232,12 +232,12 @@ impl ResponseBody {
 
 impl HttpBody for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BodyError>>> {
         let me = self.get_mut();
         let res = Pin::new(&mut me.body).poll_frame(cx);
         if let (Some(done), Poll::Ready(r)) = (me.done.as_mut(), &res) {
@@ -750,7 +750,6 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
     let ms = upstream_start.elapsed().as_millis() as u64;
     resp.headers_mut()
         .insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
-    let resp = resp.map(Body::incoming);
     ex.complete(&conn, peers, resp, flags, Some(active))
 }
 

@@ -11,7 +11,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
 use super::circuit::{Admission, Overflow, RetryGuard};
 use super::fault::{AbortWith, hit};
@@ -60,7 +60,7 @@ pub struct Target<'a> {
 /// An upstream response.
 #[derive(Debug)]
 pub struct Forwarded {
-    pub resp: Response<Incoming>,
+    pub resp: Response<Body>,
     pub upstream: Arc<Upstream>,
     pub peers: Arc<PeersId>,
     pub active: ActiveGuard,
@@ -176,7 +176,7 @@ fn is_refused_stream(e: &UpstreamError) -> bool {
     let UpstreamError::Reset { source, .. } = e else {
         return false;
     };
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source);
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
     while let Some(err) = cur {
         if err.to_string().contains("refused stream") {
             return true;

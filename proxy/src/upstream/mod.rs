@@ -7,6 +7,10 @@
 //! [`PoolSettings`]): connect timeout, TCP keepalive, maximum connection age, idle timeout,
 //! requests per connection and concurrent HTTP/2 streams per connection. A sweeper task per pool
 //! (started while the pool holds connections) closes idle and aged connections on time.
+//!
+//! HTTP/1.1 exchanges use the proxy's own client ([`h1`]); HTTP/2 and upgrades use hyper's.
+
+pub mod h1;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use halyard_config::ClusterName;
 use halyard_config::resources as r;
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -51,8 +54,10 @@ pub enum UpstreamError {
     #[error("connection to {addr} reset before response headers: {source}")]
     Reset {
         addr: SocketAddr,
-        source: hyper::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("invalid response from {addr}: {detail}")]
+    Protocol { addr: SocketAddr, detail: String },
 }
 
 impl UpstreamError {
@@ -63,11 +68,15 @@ impl UpstreamError {
             | UpstreamError::ConnectTimeout { .. }
             | UpstreamError::Handshake { .. } => "connection failure",
             UpstreamError::Reset { .. } => "connection termination",
+            UpstreamError::Protocol { .. } => "protocol error",
         }
     }
     /// True when no byte of the request reached the upstream (safe to retry anywhere).
     pub fn is_connect_failure(&self) -> bool {
-        !matches!(self, UpstreamError::Reset { .. })
+        !matches!(
+            self,
+            UpstreamError::Reset { .. } | UpstreamError::Protocol { .. }
+        )
     }
 }
 
@@ -283,8 +292,7 @@ impl ConnInfo {
 
 #[derive(Debug)]
 struct IdleH1 {
-    sender: http1::SendRequest<Body>,
-    info: Arc<ConnInfo>,
+    conn: h1::Conn,
     since: Instant,
 }
 
@@ -324,8 +332,6 @@ const MAX_IDLE: usize = 64;
 pub struct ActiveGuard {
     upstream: Arc<Upstream>,
     stream: Option<Arc<ConnInfo>>,
-    /// HTTP/1.1: the exchange's connection, back to the idle list when the exchange ends.
-    h1: Option<(http1::SendRequest<Body>, Arc<ConnInfo>)>,
 }
 
 impl Drop for ActiveGuard {
@@ -334,9 +340,6 @@ impl Drop for ActiveGuard {
         if let Some(c) = self.stream.take() {
             c.streams.fetch_sub(1, Ordering::Relaxed);
             c.touch();
-        }
-        if let Some((sender, info)) = self.h1.take() {
-            self.upstream.recycle(sender, info);
         }
     }
 }
@@ -370,14 +373,13 @@ impl Upstream {
         ActiveGuard {
             upstream: self.clone(),
             stream: None,
-            h1: None,
         }
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect(&self) -> Result<TcpStream, UpstreamError> {
         self.stats.cx_total.fetch_add(1, Ordering::Relaxed);
         match connect_tcp(self.addr, &self.settings).await {
-            Ok(s) => Ok(TokioIo::new(s)),
+            Ok(s) => Ok(s),
             Err(e) => {
                 self.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
                 Err(e)
@@ -402,15 +404,17 @@ impl Upstream {
         let aged = self
             .settings
             .max_connection_duration
-            .map(|d| e.info.born + d);
+            .map(|d| e.conn.info.born + d);
         match (idle, aged) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    async fn new_h1(&self) -> Result<(http1::SendRequest<Body>, Arc<ConnInfo>), UpstreamError> {
-        let io = self.connect().await?;
+    /// A connection of its own for an upgrade (WebSocket): hyper's client hands the upgraded
+    /// stream over once the response is `101`.
+    async fn upgrade_h1(&self) -> Result<http1::SendRequest<Body>, UpstreamError> {
+        let io = TokioIo::new(self.connect().await?);
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -423,7 +427,7 @@ impl Upstream {
                 tracing::debug!(error = %e, "upstream http/1.1 connection ended");
             }
         });
-        Ok((sender, Arc::new(ConnInfo::new())))
+        Ok(sender)
     }
 
     /// A usable HTTP/2 connection with room for one more stream (counted as begun).
@@ -475,7 +479,7 @@ impl Upstream {
             });
         }
         let io = match self.connect().await {
-            Ok(io) => io,
+            Ok(s) => TokioIo::new(s),
             Err(e) => {
                 self.h2_connect_failures.fetch_add(1, Ordering::AcqRel);
                 return Err(e);
@@ -512,12 +516,12 @@ impl Upstream {
         Ok(got)
     }
 
-    fn take_idle(&self) -> Option<(http1::SendRequest<Body>, Arc<ConnInfo>)> {
+    fn take_idle(&self) -> Option<h1::Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(e) = idle.pop() {
-            if e.sender.is_ready() && self.h1_deadline(&e).is_none_or(|d| d > now) {
-                return Some((e.sender, e.info));
+            if self.h1_deadline(&e).is_none_or(|d| d > now) && e.conn.is_reusable() {
+                return Some(e.conn);
             }
         }
         None
@@ -531,86 +535,82 @@ impl Upstream {
         req: Request<Body>,
         upgrade: bool,
         guard: &mut ActiveGuard,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let res = match self.protocol {
             UpstreamProtocol::Http2 => {
                 let (mut s, info) = self.h2_sender().await?;
                 guard.stream = Some(info);
                 let s_ready = s.ready().await;
                 match s_ready {
-                    Ok(()) => s.send_request(req).await,
+                    Ok(()) => s.send_request(req).await.map(|r| r.map(Body::incoming)),
                     Err(e) => Err(e),
                 }
             }
-            UpstreamProtocol::Http1 => {
-                let mut req = req;
-                let mut pooled = if upgrade { None } else { self.take_idle() };
-                loop {
-                    let from_pool = pooled.is_some();
-                    let (mut sender, info) = match pooled.take() {
-                        Some(s) => s,
-                        None => self.new_h1().await?,
-                    };
-                    match sender.try_send_request(req).await {
-                        Ok(resp) => {
-                            info.requests.fetch_add(1, Ordering::Relaxed);
-                            if !upgrade {
-                                // Pooled again when the exchange ends (the guard drops).
-                                guard.h1 = Some((sender, info));
-                            }
-                            break Ok(resp);
-                        }
-                        Err(mut e) => match e.take_message() {
-                            // A pooled connection closed by the peer while idle: the request was
-                            // never written, so a fresh connection may carry it.
-                            Some(back) if from_pool => {
-                                req = back;
-                                pooled = self.take_idle();
-                            }
-                            _ => break Err(e.into_error()),
-                        },
-                    }
-                }
+            UpstreamProtocol::Http1 if upgrade => {
+                let mut sender = self.upgrade_h1().await?;
+                sender
+                    .send_request(req)
+                    .await
+                    .map(|r| r.map(Body::incoming))
             }
+            UpstreamProtocol::Http1 => return self.send_h1(req).await,
         };
         res.map_err(|source| {
             self.stats.rq_error.fetch_add(1, Ordering::Relaxed);
             UpstreamError::Reset {
                 addr: self.addr,
-                source,
+                source: source.into(),
             }
         })
     }
 
-    /// Return an HTTP/1.1 connection to the idle list once its response body is done, unless it
-    /// is retired (dropping the sender closes it). Called when the exchange ends: the response
-    /// body has usually been read to its end by then, so the connection is ready at once;
-    /// otherwise a task waits for it (or for its close).
-    fn recycle(self: &Arc<Self>, mut sender: http1::SendRequest<Body>, info: Arc<ConnInfo>) {
-        // Outside a runtime (a body dropped on a foreign thread) the connection just closes: the
-        // pool's sweeper and waiter are tasks.
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if sender.is_ready() {
-            self.pool_idle(sender, info);
-            return;
-        }
-        if sender.is_closed() {
-            return;
-        }
-        let me = self.clone();
-        rt.spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
+    /// One HTTP/1.1 exchange on a pooled connection (or a new one). A request that a stale
+    /// pooled connection failed before any response goes again on another connection, as long
+    /// as it can be resent as it was (see [`h1::Failure::resend`]).
+    async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let (parts, mut body) = req.into_parts();
+        let mut pooled = self.take_idle();
+        loop {
+            let reused = pooled.is_some();
+            let conn = match pooled.take() {
+                Some(c) => c,
+                None => h1::Conn::new(self.connect().await?, Arc::new(ConnInfo::new())),
+            };
+            let info = conn.info.clone();
+            match h1::exchange(self, conn, &parts, &mut body).await {
+                Ok(resp) => {
+                    info.requests.fetch_add(1, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Err(f) if f.resend && reused => {
+                    tracing::debug!(error = %f.error, addr = %self.addr, "pooled connection was closed; sending again");
+                    pooled = self.take_idle();
+                }
+                Err(f) => {
+                    self.stats.rq_error.fetch_add(1, Ordering::Relaxed);
+                    return Err(match f.error {
+                        h1::FailureKind::Protocol(detail) => UpstreamError::Protocol {
+                            addr: self.addr,
+                            detail,
+                        },
+                        h1::FailureKind::Io(e) => UpstreamError::Reset {
+                            addr: self.addr,
+                            source: e.into(),
+                        },
+                    });
+                }
             }
-            me.pool_idle(sender, info);
-        });
+        }
     }
 
-    fn pool_idle(self: &Arc<Self>, sender: http1::SendRequest<Body>, info: Arc<ConnInfo>) {
+    /// Keep an HTTP/1.1 connection whose exchange ended cleanly for the next request, unless it
+    /// is retired (dropping it closes it).
+    fn pool_idle(self: &Arc<Self>, conn: h1::Conn) {
         let now = Instant::now();
-        if self.retired(&info, now) {
+        if self.retired(&conn.info, now) {
             return;
         }
         {
@@ -618,13 +618,13 @@ impl Upstream {
             if idle.len() >= MAX_IDLE {
                 return;
             }
-            idle.push(IdleH1 {
-                sender,
-                info,
-                since: now,
-            });
+            idle.push(IdleH1 { conn, since: now });
         }
-        self.ensure_sweeper(true);
+        // The sweeper is a task: outside a runtime (a body finished on a foreign thread) the
+        // connection still waits in the list and is checked when taken.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.ensure_sweeper(true);
+        }
     }
 
     /// Start the pool's sweeper if needed. Idle deadlines only grow, but an aged connection
@@ -654,7 +654,7 @@ impl Upstream {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.retain(|e| {
                 let due = self.h1_deadline(e);
-                let keep = !e.sender.is_closed() && due.is_none_or(|d| d > now);
+                let keep = due.is_none_or(|d| d > now) && e.conn.is_reusable();
                 if keep && let Some(d) = due {
                     at(d);
                 }
