@@ -110,6 +110,17 @@ pub fn new_request_id() -> HeaderValue {
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and, when
 /// `keep_upgrade`, the upgrade handshake.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names instead of a lookup per name.
+    if !any_header(h, |n| {
+        n == header::CONNECTION
+            || n == header::UPGRADE
+            || n == header::TRANSFER_ENCODING
+            || n == header::TE
+            || n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+    }) {
+        return;
+    }
     if let Some(conn) = h.get(header::CONNECTION).cloned()
         && let Ok(list) = conn.to_str()
     {
@@ -139,15 +150,47 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether any header name satisfies `f`: one pass over the names, cheaper than a hashed lookup
+/// per name when (as usual) none of them is there.
+pub fn any_header(h: &HeaderMap, f: impl Fn(&HeaderName) -> bool) -> bool {
+    h.keys().any(f)
+}
+
 fn header_bytes(h: &HeaderMap) -> u64 {
     h.iter()
         .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
         .sum()
 }
 
-fn is_grpc(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+/// What the request path reads from the request headers, found in one pass over them rather
+/// than a hashed lookup each (the first value counts, as `HeaderMap::get`'s).
+#[derive(Debug, Default)]
+struct RequestFacts {
+    grpc: Option<bool>,
+    /// The kubelet's probes are not counted in metrics.
+    probe: Option<bool>,
+    host: Option<HeaderValue>,
+    origin: Option<HeaderValue>,
+}
+
+impl RequestFacts {
+    fn of(h: &HeaderMap) -> Self {
+        let mut f = RequestFacts::default();
+        for (name, value) in h {
+            if name == header::HOST {
+                f.host.get_or_insert_with(|| value.clone());
+            } else if name == header::CONTENT_TYPE {
+                f.grpc
+                    .get_or_insert(value.as_bytes().starts_with(b"application/grpc"));
+            } else if name == header::USER_AGENT {
+                f.probe
+                    .get_or_insert(value.as_bytes().starts_with(b"kube-probe"));
+            } else if name == header::ORIGIN {
+                f.origin.get_or_insert_with(|| value.clone());
+            }
+        }
+        f
+    }
 }
 
 fn grpc_status_of(h: &HeaderMap) -> Option<u16> {
@@ -312,7 +355,12 @@ impl Exchange {
             conn.shared.peer.add(resp.headers_mut());
         }
         let code = resp.status().as_u16();
-        let grpc_status = grpc_status_of(resp.headers());
+        // Istio's `grpc_response_status` is only for gRPC requests.
+        let grpc_status = if self.protocol == RequestProtocol::Grpc {
+            grpc_status_of(resp.headers())
+        } else {
+            None
+        };
         let response_bytes = header_bytes(resp.headers());
         if self.method == Method::HEAD {
             *resp.body_mut() = Body::Empty;
@@ -428,25 +476,22 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
     let snap: Arc<Snapshot> = shared.state.load_full();
     let unknown = shared.metrics.unknown_peers().clone();
 
-    if !req.headers().contains_key(&X_REQUEST_ID) {
-        req.headers_mut()
-            .insert(X_REQUEST_ID.clone(), new_request_id());
-    }
+    req.headers_mut()
+        .entry(X_REQUEST_ID.clone())
+        .or_insert_with(new_request_id);
+    let facts = RequestFacts::of(req.headers());
     // Inbound: the caller's metadata is read and never reaches the app.
     let (peer, reply_metadata) = if conn.reporter == Reporter::Destination {
         shared.peer.take(req.headers_mut())
     } else {
         (None, false)
     };
-    let protocol = if is_grpc(req.headers()) {
+    let protocol = if facts.grpc == Some(true) {
         RequestProtocol::Grpc
     } else {
         RequestProtocol::Http
     };
-    let skip_metrics = req
-        .headers()
-        .get(header::USER_AGENT)
-        .is_some_and(|ua| ua.as_bytes().starts_with(b"kube-probe"));
+    let skip_metrics = facts.probe == Some(true);
     let request_body = if req.body().is_end_stream() {
         None
     } else {
@@ -474,7 +519,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
 
     // Cheap clones (shared buffers) so the request can be taken apart later.
     let uri = req.uri().clone();
-    let host_header = req.headers().get(header::HOST).cloned();
+    let host_header = facts.host;
     let authority: &str = uri
         .authority()
         .map(Authority::as_str)
@@ -505,7 +550,7 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
     }
 
     // CORS preflight answered here when the origin is allowed.
-    let origin = req.headers().get(header::ORIGIN).cloned();
+    let origin = facts.origin;
     if let (Some(cors), Some(origin)) = (&route.cors, &origin)
         && cors.is_preflight(req.method(), req.headers())
         && cors.origin_allowed(origin.to_str().unwrap_or(""))
@@ -634,11 +679,10 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
     }
     route.request_headers.apply(&mut parts.headers);
     dest.request_headers.apply(&mut parts.headers);
-    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
+    parts
+        .headers
+        .entry(X_FORWARDED_PROTO.clone())
+        .or_insert(HeaderValue::from_static("http"));
     let up_authority = new_authority.unwrap_or(authority);
     let pq: PathAndQuery = match (&new_path, &query) {
         (None, _) => parts
@@ -844,5 +888,23 @@ mod tests {
         let (h2, again) = hash_for(&key, &h, None, addr);
         assert_eq!(h1, h2);
         assert!(again.is_none());
+    }
+}
+
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    fn future_size<A, B, Fut>(_f: impl FnOnce(A, B) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every request's future is allocated and moved into place whole, so its size is paid per
+    /// request: rare paths with large futures (HTTP/2 and upgrade clients, connecting, uploads)
+    /// are boxed. This guards against a large local slipping back in (it was 6.2 KB).
+    #[test]
+    fn the_request_future_stays_small() {
+        let size = future_size(handle);
+        assert!(size <= 5 * 1024 + 512, "request future is {size} bytes");
     }
 }

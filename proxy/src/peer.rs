@@ -203,6 +203,9 @@ impl PeerExchange {
     /// Take the exchange headers off `headers`; the peer they describe, if understood (cached).
     /// The bool says whether the peer took part in the exchange at all.
     pub fn take(&self, headers: &mut HeaderMap) -> (Option<Arc<Peer>>, bool) {
+        if !Self::present(headers) {
+            return (None, false);
+        }
         let had_id = headers.remove(&ID_HEADER).is_some();
         let Some(v) = headers.remove(&METADATA_HEADER) else {
             return (None, had_id);
@@ -212,8 +215,16 @@ impl PeerExchange {
 
     /// Strip the exchange headers without reading them.
     pub fn strip(headers: &mut HeaderMap) {
+        if !Self::present(headers) {
+            return;
+        }
         headers.remove(&ID_HEADER);
         headers.remove(&METADATA_HEADER);
+    }
+
+    /// Whether either exchange header is there (one pass over the names).
+    fn present(headers: &HeaderMap) -> bool {
+        crate::http::any_header(headers, |n| n == ID_HEADER || n == METADATA_HEADER)
     }
 
     /// Put ours on a request to an in-mesh upstream, or make sure none leave for anything else.

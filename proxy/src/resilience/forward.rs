@@ -232,7 +232,7 @@ pub async fn send(
     let (mut streamed, replay): (Option<Body>, Option<Bytes>) = if body.is_end_stream() {
         (None, Some(Bytes::new()))
     } else if wants_replay && hint.upper().is_some_and(|u| u <= REPLAY_BUFFER_LIMIT) {
-        match body.collect().await {
+        match Box::pin(body.collect()).await {
             Ok(c) => (None, Some(c.to_bytes())),
             Err(e) => {
                 return Err(local(
@@ -354,7 +354,8 @@ pub async fn send(
             head.request(body)
         };
         let mut active = upstream.begin();
-        let attempt_start = Instant::now();
+        // The first attempt starts with the request's forwarding (one clock read less).
+        let attempt_start = if attempt == 0 { start } else { Instant::now() };
         let sent = upstream.send(req, t.upgrade, &mut active);
         let result = match try_timeout {
             Some(d) => tokio::time::timeout(d, sent).await.ok(),

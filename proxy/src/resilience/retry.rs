@@ -231,6 +231,9 @@ fn num(h: &HeaderMap, n: &http::HeaderName) -> Option<u64> {
 impl Overrides {
     /// Read (and remove, as Envoy does) the override headers; malformed values are ignored.
     pub fn take(h: &mut HeaderMap) -> Self {
+        if !crate::http::any_header(h, |n| n.as_str().starts_with("x-envoy-")) {
+            return Overrides::default();
+        }
         let o = Overrides {
             timeout: num(h, &RQ_TIMEOUT_MS).map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
             per_try_timeout: num(h, &RQ_PER_TRY_TIMEOUT_MS)

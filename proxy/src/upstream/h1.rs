@@ -193,25 +193,27 @@ pub async fn exchange(
         if framing != RequestFraming::None {
             // An upstream may answer before it has read the whole body (a 413, a redirect):
             // stop sending then, and close the connection after the response.
-            let mut probe = [0u8; 1];
-            tokio::select! {
-                biased;
-                r = write_body(&conn.stream, body, framing) => r.map_err(|e| fail(e, false))?,
-                r = conn.stream.peek(&mut probe) => {
-                    r.map_err(|e| fail(e.into(), false))?;
-                    early_response = true;
-                }
-            }
+            // Boxed: uploads are the rare case, and this keeps every exchange's future small.
+            early_response = Box::pin(send_body_unless_answered(&conn.stream, body, framing))
+                .await
+                .map_err(|e| fail(e, false))?;
         }
     }
 
     // Read the response head, skipping interim 1xx responses.
     let mut got_bytes = false;
-    let (status, version, headers) = loop {
+    let Head {
+        status,
+        version,
+        headers,
+        framing_headers,
+        connection_header,
+    } = loop {
         if !conn.read.is_empty() {
             got_bytes = true;
             match parse_head(&mut conn.read).map_err(|e| fail(e, false))? {
-                Some((status, _, _)) if status.is_informational() => {
+                Some(head) if head.status.is_informational() => {
+                    let status = head.status;
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(fail(
                             protocol("101 Switching Protocols to a request without Upgrade"),
@@ -247,12 +249,14 @@ pub async fn exchange(
         || status == StatusCode::NOT_MODIFIED;
     let decoding = if no_body {
         Decoding::Done
+    } else if !framing_headers {
+        Decoding::UntilClose
     } else {
         response_decoding(&headers).map_err(|e| fail(e, false))?
     };
     let keep_alive = match version {
-        Version::HTTP_11 => !connection_has(&headers, "close"),
-        _ => connection_has(&headers, "keep-alive"),
+        Version::HTTP_11 => !(connection_header && connection_has(&headers, "close")),
+        _ => connection_header && connection_has(&headers, "keep-alive"),
     };
     let reuse = keep_alive
         && !close_requested
@@ -341,6 +345,21 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Send the body while watching for a response: `true` when one started before the body was
+/// all sent (the rest is not sent).
+async fn send_body_unless_answered(
+    stream: &TcpStream,
+    body: &mut Body,
+    framing: RequestFraming,
+) -> Result<bool, FailureKind> {
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        biased;
+        r = write_body(stream, body, framing) => r.map(|()| false),
+        r = stream.peek(&mut probe) => r.map(|_| true).map_err(FailureKind::from),
+    }
+}
+
 /// Stream the request body; chunked framing carries trailers.
 async fn write_body(
     stream: &TcpStream,
@@ -383,13 +402,29 @@ async fn write_body(
     Ok(())
 }
 
+/// A parsed response head.
+#[derive(Debug)]
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    /// `content-length` or `transfer-encoding` is there (noted while parsing, so that the
+    /// common response needs no lookups to find its framing).
+    framing_headers: bool,
+    connection_header: bool,
+}
+
 /// Parse a complete response head off the front of `read`; `None` until one is buffered.
-fn parse_head(
-    read: &mut ReadBuffer,
-) -> Result<Option<(StatusCode, Version, HeaderMap)>, FailureKind> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(read.data()) {
+fn parse_head(read: &mut ReadBuffer) -> Result<Option<Head>, FailureKind> {
+    // Uninitialised slots: initialising 100 of them costs more than parsing a small head.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        read.data(),
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if read.data().len() >= MAX_HEAD_BYTES => {
             return Err(protocol(format!(
@@ -415,9 +450,12 @@ fn parse_head(
     // Header values are slices of the head's bytes (no copy); names are parsed once here.
     let base = read.data().as_ptr() as usize;
     let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
+    let (mut framing_headers, mut connection_header) = (false, false);
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| protocol(format!("invalid header name {:?}", h.name)))?;
+        framing_headers |= name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        connection_header |= name == header::CONNECTION;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
@@ -428,7 +466,13 @@ fn parse_head(
             .map_err(|_| protocol(format!("invalid value of header {name}")))?;
         headers.append(name, value);
     }
-    Ok(Some((status, version, headers)))
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing_headers,
+        connection_header,
+    }))
 }
 
 /// How a response body is delimited.
@@ -785,12 +829,16 @@ mod tests {
     #[test]
     fn heads_parse_with_values_shared_and_limits_enforced() {
         let mut read = buffer(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-a: b\r\n\r\nabc");
-        let (status, version, headers) = parse_head(&mut read).unwrap().unwrap();
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(version, Version::HTTP_11);
-        assert_eq!(headers["x-a"], "b");
+        let head = parse_head(&mut read).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.headers["x-a"], "b");
+        assert!(head.framing_headers && !head.connection_header);
         assert_eq!(read.data(), b"abc");
-        assert_eq!(response_decoding(&headers).unwrap(), Decoding::Length(3));
+        assert_eq!(
+            response_decoding(&head.headers).unwrap(),
+            Decoding::Length(3)
+        );
 
         let mut partial = buffer(b"HTTP/1.1 200 OK\r\ncontent-le");
         assert!(parse_head(&mut partial).unwrap().is_none());

@@ -536,6 +536,21 @@ impl Upstream {
         upgrade: bool,
         guard: &mut ActiveGuard,
     ) -> Result<Response<Body>, UpstreamError> {
+        if self.protocol == UpstreamProtocol::Http1 && !upgrade {
+            return self.send_h1(req).await;
+        }
+        // Boxed: hyper's client futures are large, and the request path's future (moved into
+        // a box per request) should be as small as the common HTTP/1.1 exchange allows.
+        Box::pin(self.send_hyper(req, upgrade, guard)).await
+    }
+
+    /// HTTP/2 (multiplexed connections) and HTTP/1.1 upgrades, through hyper's client.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        upgrade: bool,
+        guard: &mut ActiveGuard,
+    ) -> Result<Response<Body>, UpstreamError> {
         let res = match self.protocol {
             UpstreamProtocol::Http2 => {
                 let (mut s, info) = self.h2_sender().await?;
@@ -546,14 +561,14 @@ impl Upstream {
                     Err(e) => Err(e),
                 }
             }
-            UpstreamProtocol::Http1 if upgrade => {
+            UpstreamProtocol::Http1 => {
+                debug_assert!(upgrade, "plain HTTP/1.1 goes through send_h1");
                 let mut sender = self.upgrade_h1().await?;
                 sender
                     .send_request(req)
                     .await
                     .map(|r| r.map(Body::incoming))
             }
-            UpstreamProtocol::Http1 => return self.send_h1(req).await,
         };
         res.map_err(|source| {
             self.stats.rq_error.fetch_add(1, Ordering::Relaxed);
@@ -577,7 +592,8 @@ impl Upstream {
             let reused = pooled.is_some();
             let conn = match pooled.take() {
                 Some(c) => c,
-                None => h1::Conn::new(self.connect().await?, Arc::new(ConnInfo::new())),
+                // Boxed: connecting is the rare case and its future is large.
+                None => h1::Conn::new(Box::pin(self.connect()).await?, Arc::new(ConnInfo::new())),
             };
             let info = conn.info.clone();
             match h1::exchange(self, conn, &parts, &mut body).await {
