@@ -46,11 +46,14 @@ impl Body {
         }
     }
 
-    /// Stream `inner`, adding its data bytes to `counter`.
-    pub fn counted(inner: Incoming, counter: Arc<AtomicU64>) -> Self {
-        Body::Incoming {
-            inner,
-            counter: Some(counter),
+    /// This body, adding the data bytes streamed from a peer to `counter`.
+    pub fn counted(self, counter: Arc<AtomicU64>) -> Self {
+        match self {
+            Body::Incoming { inner, .. } => Body::Incoming {
+                inner,
+                counter: Some(counter),
+            },
+            other => other,
         }
     }
 

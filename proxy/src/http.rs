@@ -55,7 +55,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
-        Box::pin(async move { Ok(handle(conn, req).await) })
+        Box::pin(async move { Ok(handle(conn, req.map(Body::incoming)).await) })
     }
 }
 
@@ -470,7 +470,10 @@ fn hash_for(
     }
 }
 
-async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+/// One request, from routing to the response whose body streams back. hyper's servers (HTTP/2,
+/// and HTTP/1.1 connections handed over by [`crate::server_h1`]) and the proxy's own HTTP/1.1
+/// server call it.
+pub(crate) async fn handle(conn: Arc<ConnInfo>, mut req: Request<Body>) -> Response<ResponseBody> {
     let start = Instant::now();
     let shared = &conn.shared;
     let snap: Arc<Snapshot> = shared.state.load_full();
@@ -725,8 +728,8 @@ async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Res
     );
     let up_body = match (&ex.request_body, body.is_end_stream()) {
         (_, true) => Body::Empty,
-        (Some(c), false) => Body::counted(body, c.clone()),
-        (None, false) => Body::incoming(body),
+        (Some(c), false) => body.counted(c.clone()),
+        (None, false) => body,
     };
     let target = crate::resilience::forward::Target {
         snap: &snap,

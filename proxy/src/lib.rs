@@ -22,6 +22,7 @@ pub mod peer;
 pub mod proxy;
 pub mod resilience;
 pub mod route;
+pub mod server_h1;
 pub mod snapshot;
 pub mod sniff;
 pub mod tcp;

@@ -432,7 +432,7 @@ async fn serve_conn(
 }
 
 /// Resolves once the proxy starts draining (never, if the sender is gone).
-async fn drained(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn drained(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
             return;
@@ -445,6 +445,24 @@ async fn drained(rx: &mut watch::Receiver<bool>) {
 
 async fn serve_http(info: Arc<ConnInfo>, io: Prefixed<TcpStream>, h2: bool) {
     let mut drain = info.shared.drain.subscribe();
+    if h2 {
+        serve_hyper(info, io, true, &mut drain).await;
+    } else {
+        // The proxy's own server for the common request; it hands other requests to hyper's.
+        crate::server_h1::serve(info, io, &mut drain).await;
+    }
+}
+
+/// Serve a connection with hyper's HTTP/2 or HTTP/1.1 server until it ends; draining shuts it
+/// down gracefully.
+pub(crate) async fn serve_hyper<I>(
+    info: Arc<ConnInfo>,
+    io: I,
+    h2: bool,
+    drain: &mut watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = ProxyService(info);
     let io = TokioIo::new(io);
     if h2 {
@@ -455,7 +473,7 @@ async fn serve_http(info: Arc<ConnInfo>, io: Prefixed<TcpStream>, h2: bool) {
         let res = tokio::select! {
             biased;
             r = conn.as_mut() => r,
-            _ = drained(&mut drain) => {
+            _ = drained(drain) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -472,7 +490,7 @@ async fn serve_http(info: Arc<ConnInfo>, io: Prefixed<TcpStream>, h2: bool) {
         let res = tokio::select! {
             biased;
             r = conn.as_mut() => r,
-            _ = drained(&mut drain) => {
+            _ = drained(drain) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }

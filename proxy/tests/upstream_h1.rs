@@ -488,3 +488,100 @@ async fn raw_client_sees_http11_framing_from_the_proxy() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("transfer-encoding: chunked"), "{text}");
 }
+
+// ----- the downstream side: the proxy's own HTTP/1.1 server and its hand-over to hyper's -------
+
+#[tokio::test]
+async fn one_connection_moves_from_the_fast_server_to_hyper_and_keeps_working() {
+    let (proxy, seen, _p) = proxy_to_raw().await;
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = |method: http::Method, path: &str, body: &'static str| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "raw")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    // Served by the proxy's server, then a request with a body hands the connection to hyper's,
+    // which serves the rest.
+    for (method, path, body, want) in [
+        (http::Method::GET, "/keep", "", "keep"),
+        (http::Method::POST, "/upload", "12345", "5"),
+        (http::Method::GET, "/keep", "", "keep"),
+    ] {
+        tx.ready().await.unwrap();
+        let resp = tx.send_request(req(method, path, body)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got, want);
+    }
+    assert_eq!(seen.requests.load(Ordering::Relaxed), 3);
+}
+
+async fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+    let mut chunk = [0u8; 4096];
+    while !done(got) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let (proxy, _seen, _p) = proxy_to_raw().await;
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(
+        b"GET /keep HTTP/1.1\r\nhost: raw\r\n\r\nGET /interim HTTP/1.1\r\nhost: raw\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, |g| g.ends_with(b"final")).await;
+    let text = String::from_utf8_lossy(&got);
+    let first = text.find("keep").unwrap();
+    let second = text.find("final").unwrap();
+    assert!(first < second, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let (proxy, _seen, _p) = proxy_to_raw().await;
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(b"GET /keep HTTP/1.1\r\nhost: raw\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    // Read to the end: the proxy closes after the response.
+    read_until(&mut s, &mut got, |_| false).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    assert!(text.ends_with("keep"), "{text}");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_hypers_400() {
+    let (proxy, seen, _p) = proxy_to_raw().await;
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(b"GET /keep HTTP/1.1\r\nhost raw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, |_| false).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert_eq!(seen.requests.load(Ordering::Relaxed), 0);
+}

@@ -72,7 +72,7 @@ impl ReadBuffer {
     }
 
     /// Read once from `io`; `Ok(0)` is end of stream.
-    fn poll_fill<R: AsyncRead + Unpin>(
+    pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
         cx: &mut Context<'_>,
