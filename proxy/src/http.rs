@@ -908,6 +908,7 @@ mod future_size {
     #[test]
     fn the_request_future_stays_small() {
         let size = future_size(handle);
+        eprintln!("request future: {size} bytes");
         assert!(size <= 5 * 1024 + 512, "request future is {size} bytes");
     }
 }

@@ -530,18 +530,21 @@ impl Upstream {
     /// Send one request; the response body streams from the pooled connection. `guard` (from
     /// [`Upstream::begin`]) also holds the HTTP/2 stream slot until the exchange ends.
     /// `upgrade` requests get a connection of their own that never returns to the pool.
-    pub async fn send(
-        self: &Arc<Self>,
+    ///
+    /// Not an `async fn`: the future is the chosen client's own, so the request is not held
+    /// twice in it (futures are moved whole at each level of the request path).
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
         req: Request<Body>,
         upgrade: bool,
-        guard: &mut ActiveGuard,
-    ) -> Result<Response<Body>, UpstreamError> {
+        guard: &'a mut ActiveGuard,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'a {
         if self.protocol == UpstreamProtocol::Http1 && !upgrade {
-            return self.send_h1(req).await;
+            futures::future::Either::Left(self.send_h1(req))
+        } else {
+            // Boxed: hyper's client futures are large and this is the rarer path.
+            futures::future::Either::Right(Box::pin(self.send_hyper(req, upgrade, guard)))
         }
-        // Boxed: hyper's client futures are large, and the request path's future (moved into
-        // a box per request) should be as small as the common HTTP/1.1 exchange allows.
-        Box::pin(self.send_hyper(req, upgrade, guard)).await
     }
 
     /// HTTP/2 (multiplexed connections) and HTTP/1.1 upgrades, through hyper's client.
