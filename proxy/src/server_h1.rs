@@ -175,25 +175,23 @@ fn parse(read: &mut ReadBuffer) -> Parsed {
         let start = offset(h.value);
         fields.push((name, start, start + h.value.len()));
     }
-    // Validate everything before consuming: a value or target hyper would refuse is handed over.
-    let head = read.data();
-    if fields
-        .iter()
-        .any(|(_, s, e)| HeaderValue::from_bytes(&head[*s..*e]).is_err())
-    {
-        return Parsed::HandOver;
-    }
     let head = read.take(len);
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_range.0..path_range.0 + path_range.1))
-    else {
-        return Parsed::HandOver;
-    };
+    let uri = Uri::from_maybe_shared(head.slice(path_range.0..path_range.0 + path_range.1));
     let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut values_ok = true;
     for (name, start, end) in fields {
-        if let Ok(v) = HeaderValue::from_maybe_shared(head.slice(start..end)) {
-            headers.append(name, v);
+        match HeaderValue::from_maybe_shared(head.slice(start..end)) {
+            Ok(v) => {
+                headers.append(name, v);
+            }
+            Err(_) => values_ok = false,
         }
     }
+    let (Ok(uri), true) = (uri, values_ok) else {
+        // A target or value hyper's server would refuse: it gets the request back, whole.
+        read.unread(head);
+        return Parsed::HandOver;
+    };
     let mut request = Request::new(Body::Empty);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -393,6 +391,8 @@ mod tests {
             b"GET / HTTP/1.0\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            // Parses as HTTP, not as a URI: handed over after being looked at whole.
+            b"GET http://[::1/ HTTP/1.1\r\nhost: x\r\n\r\n",
         ] {
             let (p, read) = parse_bytes(other);
             assert!(
@@ -404,6 +404,14 @@ mod tests {
         }
         let (p, _) = parse_bytes(b"GET / HTTP/1.1\r\nhost: x\r\n");
         assert!(matches!(p, Parsed::Partial));
+        // The unparsable target above is valid HTTP: it went through `unread`.
+        let mut slots = [httparse::EMPTY_HEADER; 4];
+        let mut req = httparse::Request::new(&mut slots);
+        assert!(
+            req.parse(b"GET http://[::1/ HTTP/1.1\r\nhost: x\r\n\r\n")
+                .unwrap()
+                .is_complete()
+        );
     }
 
     async fn written(resp: http::Response<Body>, method: Method, close: bool, te: bool) -> String {

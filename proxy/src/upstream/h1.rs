@@ -64,6 +64,16 @@ impl ReadBuffer {
         drop(self.take(n));
     }
 
+    /// Put bytes taken with [`ReadBuffer::take`] back in front (a parse that turned out not to
+    /// be this reader's to finish).
+    pub fn unread(&mut self, front: Bytes) {
+        let mut buf = BytesMut::with_capacity(front.len() + self.filled + READ_ROOM);
+        buf.extend_from_slice(&front);
+        buf.extend_from_slice(self.data());
+        self.filled = buf.len();
+        self.buf = buf;
+    }
+
     /// Append bytes (tests, and callers that already hold data).
     pub fn extend(&mut self, data: &[u8]) {
         self.buf.truncate(self.filled);
