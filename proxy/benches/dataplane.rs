@@ -454,18 +454,41 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path
         d = d.display()
     );
     let path = d.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
+    let dir_arg = d.display().to_string();
+    // nginx's master forks the worker: its children count too.
+    start_peer(
+        bin,
+        &path,
+        conf,
+        &["-c", "{conf}", "-p", &dir_arg],
+        listen,
+        true,
+    )
+}
+
+/// Write a peer proxy's config, start it quietly with `args` (`{conf}` is the config's path)
+/// and wait for its port.
+fn start_peer(
+    bin: &Path,
+    conf_path: &Path,
+    conf: String,
+    args: &[&str],
+    listen: SocketAddr,
+    with_children: bool,
+) -> Proc {
+    std::fs::write(conf_path, conf).unwrap();
+    let conf_arg = conf_path.display().to_string();
     let child = Command::new(bin)
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(&d)
+        .args(
+            args.iter()
+                .map(|a| if *a == "{conf}" { conf_arg.as_str() } else { a }),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("nginx");
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     wait_port(listen);
-    Proc(child, true)
+    Proc(child, with_children)
 }
 
 fn haproxy_path() -> Option<PathBuf> {
@@ -492,18 +515,15 @@ defaults\n  mode http\n  option http-keep-alive\n  http-reuse always\n  timeout 
 frontend f\n  bind {listen}\n  default_backend b\n\
 backend b\n  server s1 {upstream}\n"
     );
-    let path = d.join("haproxy.cfg");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(bin)
-        // -db: foreground, no daemon; -q: quiet.
-        .args(["-db", "-q", "-f"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("haproxy");
-    wait_port(listen);
-    Proc(child, false)
+    // -db: foreground, no daemon; -q: quiet.
+    start_peer(
+        bin,
+        &d.join("haproxy.cfg"),
+        conf,
+        &["-db", "-q", "-f", "{conf}"],
+        listen,
+        false,
+    )
 }
 
 fn addr() -> SocketAddr {

@@ -415,20 +415,26 @@ mod tests {
     }
 
     async fn written(resp: http::Response<Body>, method: Method, close: bool, te: bool) -> String {
+        written_body(resp.map(ResponseBody::plain), method, close, te).await
+    }
+
+    /// What `write_response` puts on the wire for `resp`.
+    async fn written_body<B>(
+        resp: http::Response<B>,
+        method: Method,
+        close: bool,
+        te: bool,
+    ) -> String
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<crate::body::BodyError>,
+    {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         let mut out = Vec::new();
         let mut date = DateCache::default();
-        write_response(
-            &mut server,
-            &mut out,
-            &mut date,
-            resp.map(ResponseBody::plain),
-            &method,
-            close,
-            te,
-        )
-        .await
-        .unwrap();
+        write_response(&mut server, &mut out, &mut date, resp, &method, close, te)
+            .await
+            .unwrap();
         drop(server);
         let mut s = String::new();
         tokio::io::AsyncReadExt::read_to_string(&mut client, &mut s)
@@ -487,38 +493,11 @@ mod tests {
             http_body_util::StreamBody::new(futures::stream::iter(frames))
         };
         for (te, expect_trailer) in [(true, true), (false, false)] {
-            let s = written_stream(stream(true), te).await;
+            let s = written_body(http::Response::new(stream(true)), Method::GET, false, te).await;
             assert!(s.contains("transfer-encoding: chunked\r\n"), "{s}");
             assert!(s.contains("2\r\nab\r\n3\r\ncde\r\n0\r\n"), "{s}");
             assert_eq!(s.contains("grpc-status: 0"), expect_trailer, "{s}");
             assert!(s.ends_with("\r\n\r\n"), "{s}");
         }
-    }
-
-    async fn written_stream<B>(body: B, te: bool) -> String
-    where
-        B: hyper::body::Body<Data = Bytes> + Unpin,
-        B::Error: Into<crate::body::BodyError>,
-    {
-        let (mut client, mut server) = tokio::io::duplex(1 << 20);
-        let mut out = Vec::new();
-        let mut date = DateCache::default();
-        write_response(
-            &mut server,
-            &mut out,
-            &mut date,
-            http::Response::new(body),
-            &Method::GET,
-            false,
-            te,
-        )
-        .await
-        .unwrap();
-        drop(server);
-        let mut s = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut client, &mut s)
-            .await
-            .unwrap();
-        s
     }
 }

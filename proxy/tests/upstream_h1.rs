@@ -264,6 +264,35 @@ async fn proxy_to_raw() -> (SocketAddr, Arc<Seen>, Arc<halyard_proxy::Proxy>) {
     (addrs["out"], seen, p)
 }
 
+type Chunks = StreamBody<
+    futures::stream::Iter<
+        std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
+    >,
+>;
+
+/// A streamed body of `count` chunks of `size` bytes, with no length announced.
+fn chunks(count: usize, size: usize, byte: u8) -> Chunks {
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..count)
+        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![byte; size]))))
+        .collect();
+    StreamBody::new(futures::stream::iter(frames))
+}
+
+/// One HTTP/1.1 client connection to `proxy` (requests on it share the connection).
+async fn connection<B>(proxy: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
 #[tokio::test]
 async fn keep_alive_connections_are_reused() {
     let (proxy, seen, _p) = proxy_to_raw().await;
@@ -384,19 +413,10 @@ async fn request_bodies_are_framed_by_length_or_chunks() {
     assert_eq!((g.status.as_u16(), g.text().as_str()), (200, "100000"));
 
     // No length known: the downstream streams, the proxy sends chunks.
-    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..50)
-        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'b'; 1000]))))
-        .collect();
-    let body = StreamBody::new(futures::stream::iter(frames));
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = connection(proxy).await;
     let req = http::Request::put("/upload")
         .header("host", "raw")
-        .body(body)
+        .body(chunks(50, 1000, b'b'))
         .unwrap();
     let resp = tx.send_request(req).await.unwrap();
     assert_eq!(resp.headers()["x-method"], "PUT");
@@ -408,19 +428,10 @@ async fn request_bodies_are_framed_by_length_or_chunks() {
 async fn an_early_response_to_an_upload_is_delivered() {
     let (proxy, _seen, _p) = proxy_to_raw().await;
     // 16 MiB, more than the socket buffers hold while the backend reads nothing.
-    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..256)
-        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'c'; 65536]))))
-        .collect();
-    let body = StreamBody::new(futures::stream::iter(frames));
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = connection(proxy).await;
     let req = http::Request::post("/early")
         .header("host", "raw")
-        .body(body)
+        .body(chunks(256, 65536, b'c'))
         .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
         .await
@@ -444,13 +455,7 @@ async fn invalid_and_truncated_responses_are_errors() {
 
     // The head was fine, the body stops short: the downstream sees the response fail (hyper
     // drops the connection before or after the head, depending on what it had flushed).
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = connection::<Full<Bytes>>(proxy).await;
     let req = http::Request::get("/short")
         .header("host", "raw")
         .body(Full::new(Bytes::new()))
@@ -494,13 +499,7 @@ async fn raw_client_sees_http11_framing_from_the_proxy() {
 #[tokio::test]
 async fn one_connection_moves_from_the_fast_server_to_hyper_and_keeps_working() {
     let (proxy, seen, _p) = proxy_to_raw().await;
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = connection::<Full<Bytes>>(proxy).await;
     let req = |method: http::Method, path: &str, body: &'static str| {
         http::Request::builder()
             .method(method)
