@@ -429,10 +429,11 @@ fn start_halyard(dir: &Path, name: &str, res: &ProxyResources) -> Proc {
     Proc(child, false)
 }
 
-fn nginx_path() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+/// A Debian package's binary (nginx, haproxy), if installed.
+fn system_binary(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin"]
         .iter()
-        .map(PathBuf::from)
+        .map(|d| Path::new(d).join(name))
         .find(|p| p.exists())
 }
 
@@ -489,13 +490,6 @@ fn start_peer(
         .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     wait_port(listen);
     Proc(child, with_children)
-}
-
-fn haproxy_path() -> Option<PathBuf> {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
 }
 
 /// HAProxy as a keep-alive HTTP reverse proxy: one thread, idle upstream connections reused
@@ -639,46 +633,35 @@ fn main() {
             pids: vec![p2a.0.id(), p2b.0.id()],
         },
     ];
-    let nginx = nginx_path();
-    let mut nginx_procs = Vec::new();
-    if let Some(bin) = &nginx {
-        let (n1, n2a, n2b) = (addr(), addr(), addr());
-        let p = start_nginx(bin, dir.path(), "n1", n1, backend);
-        let pb = start_nginx(bin, dir.path(), "n2b", n2b, backend);
-        let pa = start_nginx(bin, dir.path(), "n2a", n2a, n2b);
+    // The peers: one and two hops each, started the same way.
+    type Start = fn(&Path, &Path, &str, SocketAddr, SocketAddr) -> Proc;
+    let peers: [(&'static str, &'static str, &'static str, Start); 2] = [
+        ("nginx", "nginx 1 hop", "nginx 2 hops", start_nginx),
+        ("haproxy", "haproxy 1 hop", "haproxy 2 hops", start_haproxy),
+    ];
+    let mut peer_procs = Vec::new();
+    for (binary, one, two, start) in peers {
+        let Some(bin) = system_binary(binary) else {
+            println!(
+                "{binary} not found (apt-get install nginx-light haproxy): {binary} rows skipped"
+            );
+            continue;
+        };
+        let (p1, p2a, p2b) = (addr(), addr(), addr());
+        let p = start(&bin, dir.path(), &format!("{binary}-1"), p1, backend);
+        let pb = start(&bin, dir.path(), &format!("{binary}-2b"), p2b, backend);
+        let pa = start(&bin, dir.path(), &format!("{binary}-2a"), p2a, p2b);
         paths.push(BenchPath {
-            name: "nginx 1 hop",
-            target: n1,
+            name: one,
+            target: p1,
             pids: vec![p.0.id()],
         });
         paths.push(BenchPath {
-            name: "nginx 2 hops",
-            target: n2a,
+            name: two,
+            target: p2a,
             pids: vec![pa.0.id(), pb.0.id()],
         });
-        nginx_procs.extend([p, pb, pa]);
-    } else {
-        println!("nginx not found (apt-get install nginx-light): nginx rows skipped");
-    }
-    let mut haproxy_procs = Vec::new();
-    if let Some(bin) = haproxy_path() {
-        let (a1, a2a, a2b) = (addr(), addr(), addr());
-        let p = start_haproxy(&bin, dir.path(), "a1", a1, backend);
-        let pb = start_haproxy(&bin, dir.path(), "a2b", a2b, backend);
-        let pa = start_haproxy(&bin, dir.path(), "a2a", a2a, a2b);
-        paths.push(BenchPath {
-            name: "haproxy 1 hop",
-            target: a1,
-            pids: vec![p.0.id()],
-        });
-        paths.push(BenchPath {
-            name: "haproxy 2 hops",
-            target: a2a,
-            pids: vec![pa.0.id(), pb.0.id()],
-        });
-        haproxy_procs.extend([p, pb, pa]);
-    } else {
-        println!("haproxy not found (apt-get install haproxy): haproxy rows skipped");
+        peer_procs.extend([p, pb, pa]);
     }
 
     let mut runs: Vec<Vec<Row>> = paths.iter().map(|_| Vec::new()).collect();
@@ -697,8 +680,7 @@ fn main() {
     }
     let p1_rss_loaded = rss_kib(p1.0.id());
     drop((p1, p2a, p2b));
-    drop(nginx_procs);
-    drop(haproxy_procs);
+    drop(peer_procs);
 
     let large_rss = {
         let l = addr();
