@@ -309,6 +309,9 @@ fn one_service_config(listen: SocketAddr, upstream: SocketAddr) -> ProxyResource
                             weight: 100,
                             ..Default::default()
                         }],
+                        // What the control plane puts on every route (nginx and HAProxy also
+                        // retry failed connections by default).
+                        retry: Some(halyard_config::translate::default_retry()),
                         ..Default::default()
                     })),
                     ..Default::default()

@@ -21,6 +21,9 @@ mod clusters;
 mod listeners;
 mod routes;
 
+/// Istio's retry policy of a route whose VirtualService sets no `retries`.
+pub use routes::default_retry;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -16,7 +16,7 @@ use crate::resources::{
 };
 
 /// Istio's retry policy on every generated route without `retries`.
-pub(crate) fn default_retry() -> RetryPolicy {
+pub fn default_retry() -> RetryPolicy {
     RetryPolicy {
         num_retries: 2,
         retry_on: [

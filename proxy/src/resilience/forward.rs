@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
 
@@ -22,7 +22,9 @@ use crate::body::Body;
 use crate::cluster::{Cluster, ClusterKind};
 use crate::metrics::{PeersId, ResponseFlags};
 use crate::snapshot::Snapshot;
-use crate::upstream::{ActiveGuard, Registry, Upstream, UpstreamError, UpstreamProtocol};
+use crate::upstream::{
+    ActiveGuard, Registry, RequestHead, Upstream, UpstreamError, UpstreamProtocol,
+};
 
 /// Largest request body kept for replay (retries, mirrors); larger or unsized bodies stream once
 /// and are not retried or mirrored.
@@ -126,37 +128,6 @@ pub fn shadow_authority(authority: &str) -> String {
     format!("{host}-shadow{port}")
 }
 
-/// The request head, reusable across attempts.
-#[derive(Debug, Clone)]
-struct Head {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-}
-
-impl Head {
-    fn request(&self, body: Body) -> Request<Body> {
-        let mut r = Request::new(body);
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.version_mut() = self.version;
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-
-    /// The request of the last attempt: the head moves into it (no copy of the headers), leaving
-    /// an empty head behind.
-    fn take_request(&mut self, body: Body) -> Request<Body> {
-        let mut r = Request::new(body);
-        *r.method_mut() = std::mem::take(&mut self.method);
-        *r.uri_mut() = std::mem::take(&mut self.uri);
-        *r.version_mut() = self.version;
-        *r.headers_mut() = std::mem::take(&mut self.headers);
-        r
-    }
-}
-
 fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
@@ -195,7 +166,7 @@ pub async fn send(
 ) -> Result<Forwarded, LocalReply> {
     let cluster = t.cluster;
     let state = &cluster.resilience;
-    let mut head = Head {
+    let mut head = RequestHead {
         method: parts.method,
         uri: parts.uri,
         version: parts.version,
@@ -346,17 +317,11 @@ pub async fn send(
         let try_timeout = min_opt(per_try, left);
         let total_bound = try_timeout.is_some() && try_timeout == left;
         let body = body_for(&replay, &mut streamed);
-        // No attempt can follow this one (retries only while `attempt < max_retries`, mirrors
-        // were sent above): move the head rather than copy it.
-        let req = if attempt >= max_retries {
-            head.take_request(body)
-        } else {
-            head.request(body)
-        };
         let mut active = upstream.begin();
         // The first attempt starts with the request's forwarding (one clock read less).
         let attempt_start = if attempt == 0 { start } else { Instant::now() };
-        let sent = upstream.send(req, t.upgrade, &mut active);
+        // The head is lent, not copied: an HTTP/1.1 attempt encodes it straight from here.
+        let sent = upstream.send(&head, body, t.upgrade, &mut active);
         let result = match try_timeout {
             Some(d) => tokio::time::timeout(d, sent).await.ok(),
             None => Some(sent.await),
@@ -482,7 +447,13 @@ pub async fn send(
 }
 
 /// Fire and forget a copy of the request to a mirror cluster, with the `-shadow` authority.
-fn mirror(t: &Target<'_>, m: &MirrorPolicy, head: &Head, body: Bytes, deadline: Option<Instant>) {
+fn mirror(
+    t: &Target<'_>,
+    m: &MirrorPolicy,
+    head: &RequestHead,
+    body: Bytes,
+    deadline: Option<Instant>,
+) {
     if !hit(m.percent, rand::random::<f64>()) {
         return;
     }
@@ -523,10 +494,9 @@ fn mirror(t: &Target<'_>, m: &MirrorPolicy, head: &Head, body: Bytes, deadline: 
     } else {
         Body::full(body)
     };
-    let req = head.request(body);
     tokio::spawn(async move {
         let mut active = upstream.begin();
-        match tokio::time::timeout(limit, upstream.send(req, false, &mut active)).await {
+        match tokio::time::timeout(limit, upstream.send(&head, body, false, &mut active)).await {
             Ok(Ok(resp)) => {
                 // Drain so the connection can be reused; the result is ignored.
                 let _ = tokio::time::timeout(limit, resp.into_body().collect()).await;

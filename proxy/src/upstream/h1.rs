@@ -23,7 +23,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{ConnInfo, Upstream};
+use super::{ConnInfo, RequestHead, Upstream};
 use crate::body::{Body, BodyError};
 
 /// Largest response head (status line and headers) or trailer section accepted.
@@ -176,7 +176,7 @@ enum RequestFraming {
 pub async fn exchange(
     pool: &Arc<Upstream>,
     mut conn: Conn,
-    parts: &http::request::Parts,
+    parts: &RequestHead,
     body: &mut Body,
 ) -> Result<Response<Body>, Failure> {
     let idempotent = is_idempotent(&parts.method);
@@ -310,7 +310,7 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 
 /// The request line and headers, and how the body is framed (adding `content-length` or
 /// `transfer-encoding: chunked` when the request has neither).
-fn encode_head(parts: &http::request::Parts, body: &Body) -> (Vec<u8>, RequestFraming) {
+fn encode_head(parts: &RequestHead, body: &Body) -> (Vec<u8>, RequestFraming) {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -903,7 +903,13 @@ mod tests {
             for (k, v) in headers {
                 b = b.header(*k, *v);
             }
-            b.body(()).unwrap().into_parts().0
+            let parts = b.body(()).unwrap().into_parts().0;
+            RequestHead {
+                method: parts.method,
+                uri: parts.uri,
+                version: parts.version,
+                headers: parts.headers,
+            }
         };
         let (head, framing) = encode_head(&req(Method::GET, &[("host", "x")]), &Body::Empty);
         assert_eq!(head, b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\n\r\n");

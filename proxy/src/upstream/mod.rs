@@ -29,6 +29,28 @@ use tokio::sync::Notify;
 use crate::body::Body;
 use crate::lb::LbTarget;
 
+/// A request's head as the attempts of one request share it: HTTP/1.1 exchanges encode it in
+/// place, hyper's client gets a copy.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    /// A request with a copy of this head.
+    pub fn request(&self, body: Body) -> Request<Body> {
+        let mut r = Request::new(body);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
 /// The protocol spoken to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
@@ -535,15 +557,20 @@ impl Upstream {
     /// twice in it (futures are moved whole at each level of the request path).
     pub fn send<'a>(
         self: &'a Arc<Self>,
-        req: Request<Body>,
+        head: &'a RequestHead,
+        body: Body,
         upgrade: bool,
         guard: &'a mut ActiveGuard,
     ) -> impl std::future::Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'a {
         if self.protocol == UpstreamProtocol::Http1 && !upgrade {
-            futures::future::Either::Left(self.send_h1(req))
+            futures::future::Either::Left(self.send_h1(head, body))
         } else {
             // Boxed: hyper's client futures are large and this is the rarer path.
-            futures::future::Either::Right(Box::pin(self.send_hyper(req, upgrade, guard)))
+            futures::future::Either::Right(Box::pin(self.send_hyper(
+                head.request(body),
+                upgrade,
+                guard,
+            )))
         }
     }
 
@@ -587,9 +614,9 @@ impl Upstream {
     /// as it can be resent as it was (see [`h1::Failure::resend`]).
     async fn send_h1(
         self: &Arc<Self>,
-        req: Request<Body>,
+        head: &RequestHead,
+        mut body: Body,
     ) -> Result<Response<Body>, UpstreamError> {
-        let (parts, mut body) = req.into_parts();
         let mut pooled = self.take_idle();
         loop {
             let reused = pooled.is_some();
@@ -599,7 +626,7 @@ impl Upstream {
                 None => h1::Conn::new(Box::pin(self.connect()).await?, Arc::new(ConnInfo::new())),
             };
             let info = conn.info.clone();
-            match h1::exchange(self, conn, &parts, &mut body).await {
+            match h1::exchange(self, conn, head, &mut body).await {
                 Ok(resp) => {
                     info.requests.fetch_add(1, Ordering::Relaxed);
                     return Ok(resp);
