@@ -150,6 +150,17 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// A header value for a number, without allocating for the small ones (upstream service time
+/// in milliseconds, local replies' lengths).
+pub fn number_value(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..100u64).map(HeaderValue::from).collect());
+    match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// Whether any header name satisfies `f`: one pass over the names, cheaper than a hashed lookup
 /// per name when (as usual) none of them is there.
 pub fn any_header(h: &HeaderMap, f: impl Fn(&HeaderName) -> bool) -> bool {
@@ -405,7 +416,7 @@ impl Exchange {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         }
         resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            .insert(header::CONTENT_LENGTH, number_value(body.len() as u64));
         if flags.contains(ResponseFlags::UO) {
             // Envoy marks circuit-breaker refusals so callers can tell them from the app's 503s.
             resp.headers_mut().insert(
@@ -561,7 +572,7 @@ pub(crate) async fn handle(conn: Arc<ConnInfo>, mut req: Request<Body>) -> Respo
         let mut resp = Response::new(Body::Empty);
         cors.preflight_headers(origin, resp.headers_mut());
         resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            .insert(header::CONTENT_LENGTH, number_value(0));
         return ex.complete(&conn, unknown, resp, ResponseFlags::NONE, None);
     }
 
@@ -570,7 +581,7 @@ pub(crate) async fn handle(conn: Arc<ConnInfo>, mut req: Request<Body>) -> Respo
             let mut resp = Response::new(Body::full(body.clone()));
             *resp.status_mut() = *status;
             resp.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                .insert(header::CONTENT_LENGTH, number_value(body.len() as u64));
             route.response_headers.apply(resp.headers_mut());
             return ex.complete(&conn, unknown, resp, ResponseFlags::NONE, None);
         }
@@ -583,7 +594,7 @@ pub(crate) async fn handle(conn: Arc<ConnInfo>, mut req: Request<Body>) -> Respo
                 resp.headers_mut().insert(header::LOCATION, v);
             }
             resp.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                .insert(header::CONTENT_LENGTH, number_value(0));
             route.response_headers.apply(resp.headers_mut());
             return ex.complete(&conn, unknown, resp, ResponseFlags::NONE, None);
         }
@@ -796,7 +807,7 @@ pub(crate) async fn handle(conn: Arc<ConnInfo>, mut req: Request<Body>) -> Respo
     }
     let ms = upstream_start.elapsed().as_millis() as u64;
     resp.headers_mut()
-        .insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
+        .insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), number_value(ms));
     ex.complete(&conn, peers, resp, flags, Some(active))
 }
 

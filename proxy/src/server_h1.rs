@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::body::Body;
 use crate::http::ConnInfo;
 use crate::sniff::Prefixed;
-use crate::upstream::h1::{MAX_HEAD_BYTES, MAX_HEADERS, ReadBuffer};
+use crate::upstream::h1::{ADDED_HEADERS, Fields, MAX_HEAD_BYTES, MAX_HEADERS, ReadBuffer};
 
 /// Response bytes gathered before a write (head plus the first body data).
 const COALESCE: usize = 64 * 1024;
@@ -146,18 +146,17 @@ fn parse(read: &mut ReadBuffer) -> Parsed {
     };
     let path_range = (offset(path.as_bytes()), path.len());
     let (mut close, mut trailers) = (false, false);
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(req.headers.len());
+    let mut fields = Fields::new();
     for h in req.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Parsed::HandOver;
-        };
-        if name == header::TRANSFER_ENCODING || name == header::UPGRADE || name == header::EXPECT {
-            return Parsed::HandOver;
-        }
-        if name == header::CONTENT_LENGTH && h.value.trim_ascii() != b"0" {
+        let name = h.name.as_bytes();
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if is(b"transfer-encoding") || is(b"upgrade") || is(b"expect") {
             return Parsed::HandOver;
         }
-        if name == header::CONNECTION {
+        if is(b"content-length") && h.value.trim_ascii() != b"0" {
+            return Parsed::HandOver;
+        }
+        if is(b"connection") {
             for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -166,28 +165,18 @@ fn parse(read: &mut ReadBuffer) -> Parsed {
                 }
             }
         }
-        if name == header::TE {
+        if is(b"te") {
             trailers |= h
                 .value
                 .split(|b| *b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
         }
-        let start = offset(h.value);
-        fields.push((name, start, start + h.value.len()));
+        fields.push(base, name, h.value);
     }
     let head = read.take(len);
     let uri = Uri::from_maybe_shared(head.slice(path_range.0..path_range.0 + path_range.1));
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    let mut values_ok = true;
-    for (name, start, end) in fields {
-        match HeaderValue::from_maybe_shared(head.slice(start..end)) {
-            Ok(v) => {
-                headers.append(name, v);
-            }
-            Err(_) => values_ok = false,
-        }
-    }
-    let (Ok(uri), true) = (uri, values_ok) else {
+    let headers = fields.to_map(&head, ADDED_HEADERS);
+    let (Ok(uri), Ok(headers)) = (uri, headers) else {
         // A target or value hyper's server would refuse: it gets the request back, whole.
         read.unread(head);
         return Parsed::HandOver;
@@ -360,6 +349,7 @@ mod tests {
     use super::*;
     use crate::http::ResponseBody;
     use bytes::Bytes;
+    use http::HeaderMap;
 
     fn parse_bytes(data: &[u8]) -> (Parsed, ReadBuffer) {
         let mut read = ReadBuffer::default();

@@ -99,11 +99,65 @@ impl ReadBuffer {
     }
 }
 
+/// Header fields of a parsed head, as offsets into its bytes: gathered while httparse's borrow
+/// of the buffer lasts, on the stack, then turned into a map whose values share the head's
+/// bytes once the head is taken off the buffer.
+pub(crate) struct Fields {
+    len: usize,
+    /// (name start, name end, value start, value end)
+    at: [(u32, u32, u32, u32); MAX_HEADERS],
+}
+
+impl Fields {
+    pub(crate) fn new() -> Self {
+        Fields {
+            len: 0,
+            at: [(0, 0, 0, 0); MAX_HEADERS],
+        }
+    }
+
+    /// Note one field; `base` is the address of the head's first byte.
+    pub(crate) fn push(&mut self, base: usize, name: &[u8], value: &[u8]) {
+        let off = |s: &[u8]| u32::try_from(s.as_ptr() as usize - base).unwrap_or(u32::MAX);
+        let (n, v) = (off(name), off(value));
+        if let Some(slot) = self.at.get_mut(self.len) {
+            *slot = (n, n + name.len() as u32, v, v + value.len() as u32);
+            self.len += 1;
+        }
+    }
+
+    /// The header map, with room for `extra` more fields (what the proxy adds) so that adding
+    /// them does not grow it; `Err` names the first invalid field.
+    pub(crate) fn to_map(&self, head: &Bytes, extra: usize) -> Result<HeaderMap, String> {
+        let mut map = HeaderMap::with_capacity(self.len + extra);
+        for &(ns, ne, vs, ve) in &self.at[..self.len] {
+            let range = |s: u32, e: u32| s as usize..e as usize;
+            let raw_name = head.get(range(ns, ne)).unwrap_or_default();
+            let name = HeaderName::from_bytes(raw_name).map_err(|_| {
+                format!(
+                    "invalid header name {:?}",
+                    String::from_utf8_lossy(raw_name)
+                )
+            })?;
+            let value = HeaderValue::from_maybe_shared(head.slice(range(vs, ve)))
+                .map_err(|_| format!("invalid value of header {name}"))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
+
+/// Room left in a parsed request or response map for the headers the proxy adds (request id,
+/// forwarded proto, peer metadata, upstream service time).
+pub(crate) const ADDED_HEADERS: usize = 4;
+
 /// One HTTP/1.1 connection to an endpoint, idle in the pool or carrying one exchange.
 #[derive(Debug)]
 pub struct Conn {
     stream: TcpStream,
     read: ReadBuffer,
+    /// Where requests are encoded, reused from one request to the next.
+    write: Vec<u8>,
     pub(super) info: Arc<ConnInfo>,
 }
 
@@ -112,6 +166,7 @@ impl Conn {
         Conn {
             stream,
             read: ReadBuffer::default(),
+            write: Vec::new(),
             info,
         }
     }
@@ -181,33 +236,33 @@ pub async fn exchange(
 ) -> Result<Response<Body>, Failure> {
     let idempotent = is_idempotent(&parts.method);
     let close_requested = connection_has(&parts.headers, "close");
-    let (head, framing) = encode_head(parts, body);
+    let mut out = std::mem::take(&mut conn.write);
+    let framing = encode_head(&mut out, parts, body);
     let coalesce = matches!(body, Body::Full(Some(b)) if b.len() <= COALESCE_BODY);
     // The body is still whole after sending: it can go again on another connection.
     let replayable = framing == RequestFraming::None || coalesce;
 
     // Write the request. A write failure on a stale pooled connection means nothing was read by
     // the peer, so the request may go again.
-    let mut out = head;
     let mut early_response = false;
     if let (true, Body::Full(Some(b))) = (coalesce, &*body) {
         out.extend_from_slice(b);
-        write_all(&conn.stream, &out)
+    }
+    write_all(&conn.stream, &out)
+        .await
+        .map_err(|e| fail(e.into(), replayable))?;
+    // Kept for the next request unless a large body grew it.
+    if out.capacity() <= 4096 {
+        out.clear();
+        conn.write = out;
+    }
+    if !coalesce && framing != RequestFraming::None {
+        // An upstream may answer before it has read the whole body (a 413, a redirect): stop
+        // sending then, and close the connection after the response. Boxed: uploads are the
+        // rare case, and this keeps every exchange's future small.
+        early_response = Box::pin(send_body_unless_answered(&conn.stream, body, framing))
             .await
-            .map_err(|e| fail(e.into(), replayable))?;
-    } else {
-        write_all(&conn.stream, &out)
-            .await
-            .map_err(|e| fail(e.into(), replayable))?;
-        drop(out);
-        if framing != RequestFraming::None {
-            // An upstream may answer before it has read the whole body (a 413, a redirect):
-            // stop sending then, and close the connection after the response.
-            // Boxed: uploads are the rare case, and this keeps every exchange's future small.
-            early_response = Box::pin(send_body_unless_answered(&conn.stream, body, framing))
-                .await
-                .map_err(|e| fail(e, false))?;
-        }
+            .map_err(|e| fail(e, false))?;
     }
 
     // Read the response head, skipping interim 1xx responses.
@@ -310,9 +365,9 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 
 /// The request line and headers, and how the body is framed (adding `content-length` or
 /// `transfer-encoding: chunked` when the request has neither).
-fn encode_head(parts: &RequestHead, body: &Body) -> (Vec<u8>, RequestFraming) {
+fn encode_head(out: &mut Vec<u8>, parts: &RequestHead, body: &Body) -> RequestFraming {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(256);
+    out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
@@ -339,7 +394,7 @@ fn encode_head(parts: &RequestHead, body: &Body) -> (Vec<u8>, RequestFraming) {
         RequestFraming::Chunked
     };
     out.extend_from_slice(b"\r\n");
-    (out, framing)
+    framing
 }
 
 /// Write all of `data`, trying the socket first and waiting only when it is full.
@@ -457,25 +512,19 @@ fn parse_head(read: &mut ReadBuffer) -> Result<Option<Head>, FailureKind> {
     } else {
         Version::HTTP_11
     };
-    // Header values are slices of the head's bytes (no copy); names are parsed once here.
+    // Header values are slices of the head's bytes (no copy).
     let base = read.data().as_ptr() as usize;
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
+    let mut fields = Fields::new();
     let (mut framing_headers, mut connection_header) = (false, false);
     for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| protocol(format!("invalid header name {:?}", h.name)))?;
-        framing_headers |= name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
-        connection_header |= name == header::CONNECTION;
-        let start = h.value.as_ptr() as usize - base;
-        fields.push((name, start, start + h.value.len()));
+        let name = h.name.as_bytes();
+        framing_headers |= name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding");
+        connection_header |= name.eq_ignore_ascii_case(b"connection");
+        fields.push(base, name, h.value);
     }
     let head = read.take(len);
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, start, end) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| protocol(format!("invalid value of header {name}")))?;
-        headers.append(name, value);
-    }
+    let headers = fields.to_map(&head, ADDED_HEADERS).map_err(protocol)?;
     Ok(Some(Head {
         status,
         version,
@@ -911,19 +960,21 @@ mod tests {
                 headers: parts.headers,
             }
         };
-        let (head, framing) = encode_head(&req(Method::GET, &[("host", "x")]), &Body::Empty);
+        let mut head = Vec::new();
+        let framing = encode_head(&mut head, &req(Method::GET, &[("host", "x")]), &Body::Empty);
         assert_eq!(head, b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\n\r\n");
         assert_eq!(framing, RequestFraming::None);
 
-        let (head, framing) = encode_head(&req(Method::POST, &[]), &Body::Empty);
+        let framing = encode_head(&mut head, &req(Method::POST, &[]), &Body::Empty);
         assert!(head.ends_with(b"content-length: 0\r\n\r\n"));
         assert_eq!(framing, RequestFraming::None);
 
-        let (head, framing) = encode_head(&req(Method::POST, &[]), &Body::full("abc"));
+        let framing = encode_head(&mut head, &req(Method::POST, &[]), &Body::full("abc"));
         assert!(head.ends_with(b"content-length: 3\r\n\r\n"));
         assert_eq!(framing, RequestFraming::Length);
 
-        let (head, _) = encode_head(
+        encode_head(
+            &mut head,
             &req(Method::PUT, &[("content-length", "3")]),
             &Body::full("abc"),
         );
