@@ -121,7 +121,10 @@ impl Fields {
         let off = |s: &[u8]| u32::try_from(s.as_ptr() as usize - base).unwrap_or(u32::MAX);
         let (n, v) = (off(name), off(value));
         if let Some(slot) = self.at.get_mut(self.len) {
-            *slot = (n, n + name.len() as u32, v, v + value.len() as u32);
+            let end = |start: u32, len: usize| {
+                start.saturating_add(u32::try_from(len).unwrap_or(u32::MAX))
+            };
+            *slot = (n, end(n, name.len()), v, end(v, value.len()));
             self.len += 1;
         }
     }
