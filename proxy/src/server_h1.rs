@@ -19,7 +19,9 @@ use tokio::sync::watch;
 use crate::body::Body;
 use crate::http::ConnInfo;
 use crate::sniff::Prefixed;
-use crate::upstream::h1::{ADDED_HEADERS, Fields, MAX_HEAD_BYTES, MAX_HEADERS, ReadBuffer};
+use crate::upstream::h1::{
+    ADDED_HEADERS, Fields, MAX_HEAD_BYTES, MAX_HEADERS, ReadBuffer, put_header,
+};
 
 /// Response bytes gathered before a write (head plus the first body data).
 const COALESCE: usize = 64 * 1024;
@@ -334,13 +336,6 @@ where
     io.write_all(out).await?;
     out.clear();
     io.flush().await
-}
-
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

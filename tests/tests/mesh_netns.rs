@@ -284,6 +284,15 @@ type Reply = (u16, Headers, String);
 // Environment: root, tools, binaries
 // ---------------------------------------------------------------------------------------------------
 
+/// Start the test application (this binary as `ROLE_APP`) inside a network namespace.
+fn spawn_app(lab: &mut Lab, env: &Env, ns: &str, pod: &str, port: u16, what: &str) -> usize {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(&env.me)
+        .args([ROLE_APP, pod, &port.to_string()]);
+    lab.spawn(what, cmd)
+}
+
 struct Env {
     proxy: PathBuf,
     init: PathBuf,
@@ -1441,13 +1450,14 @@ fn mesh_in_network_namespaces(env: &Env) {
     );
     let (sleep_proxy, httpbin_proxy) = (proxies[0], proxies[1]);
 
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &httpbin_ns]).arg(&env.me).args([
-        ROLE_APP,
+    let app = spawn_app(
+        &mut lab,
+        env,
+        &httpbin_ns,
         HTTPBIN_POD,
-        &APP_PORT.to_string(),
-    ]);
-    let app = lab.spawn("httpbin app", cmd);
+        APP_PORT,
+        "httpbin app",
+    );
 
     // --- 1. both proxies SYNCED --------------------------------------------------------------------
     let ids = [
@@ -1662,13 +1672,14 @@ fn mesh_in_network_namespaces(env: &Env) {
 
     // --- 4a. outside the mesh: a server in the node namespace, reached through the client's capture and
     // its proxy's passthrough (ALLOW_ANY), never receives the peer metadata ----------------------------------
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &node_ns]).arg(&env.me).args([
-        ROLE_APP,
+    let external = spawn_app(
+        &mut lab,
+        env,
+        &node_ns,
         "outside-the-mesh",
-        &EXTERNAL_PORT.to_string(),
-    ]);
-    let external = lab.spawn("server outside the mesh", cmd);
+        EXTERNAL_PORT,
+        "server outside the mesh",
+    );
     let external_url = format!("http://{NODE_IP}:{EXTERNAL_PORT}/outside");
     let out_before = redirected_packets(&sleep_ns, "ISTIO_REDIRECT");
     let (status, body) = wait_for(
@@ -1704,13 +1715,14 @@ fn mesh_in_network_namespaces(env: &Env) {
     );
 
     // --- 4c. a port no Service declares: the server's inbound passthrough to the original destination ----
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &httpbin_ns]).arg(&env.me).args([
-        ROLE_APP,
+    let undeclared = spawn_app(
+        &mut lab,
+        env,
+        &httpbin_ns,
         "undeclared-port",
-        &UNDECLARED_PORT.to_string(),
-    ]);
-    let undeclared = lab.spawn("app on a port no Service declares", cmd);
+        UNDECLARED_PORT,
+        "app on a port no Service declares",
+    );
     let undeclared_url = format!("http://{HTTPBIN_IP}:{UNDECLARED_PORT}/undeclared");
     let (status, body) = wait_for(
         &format!(

@@ -376,10 +376,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &RequestHead, body: &Body) -> RequestFr
     out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
     let framing = if body.is_end_stream() {
@@ -398,6 +395,14 @@ fn encode_head(out: &mut Vec<u8>, parts: &RequestHead, body: &Body) -> RequestFr
     };
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// One `name: value` line of an HTTP/1.1 head or trailer section (both codecs write them).
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Write all of `data`, trying the socket first and waiting only when it is full.
@@ -452,10 +457,7 @@ async fn write_body(
                 if let (Ok(trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
                     let mut end = b"0\r\n".to_vec();
                     for (name, value) in &trailers {
-                        end.extend_from_slice(name.as_str().as_bytes());
-                        end.extend_from_slice(b": ");
-                        end.extend_from_slice(value.as_bytes());
-                        end.extend_from_slice(b"\r\n");
+                        put_header(&mut end, name.as_str().as_bytes(), value.as_bytes());
                     }
                     end.extend_from_slice(b"\r\n");
                     write_all(stream, &end).await?;
@@ -713,9 +715,11 @@ impl ResponseStream {
         }
     }
 
-    fn error(&mut self, msg: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    /// End the body with an error naming the upstream; the connection is closed.
+    fn error(&mut self, what: &str) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.decoding = Decoding::Done;
         self.conn = None;
+        let msg = format!("response body from upstream {}: {what}", self.pool.addr);
         Poll::Ready(Some(Err(msg.into())))
     }
 }
@@ -762,7 +766,7 @@ impl HttpBody for ResponseStream {
                         return Poll::Ready(None);
                     }
                     Ok(Decoded::More) => {}
-                    Err(e) => return me.error(format!("upstream response body: {e}")),
+                    Err(e) => return me.error(&format!("invalid chunked encoding: {e}")),
                 },
             }
             let Conn { stream, read, .. } = conn;
@@ -773,12 +777,10 @@ impl HttpBody for ResponseStream {
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    return me.error(
-                        "upstream closed the connection before the response body ended".into(),
-                    );
+                    return me.error("the connection closed before the body ended");
                 }
                 Ok(_) => {}
-                Err(e) => return me.error(format!("reading the upstream response body: {e}")),
+                Err(e) => return me.error(&format!("read failed: {e}")),
             }
         }
     }
