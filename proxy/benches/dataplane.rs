@@ -1,6 +1,7 @@
 //! Data-plane benchmark: HTTP/1.1 keep-alive, 1 KiB responses, loopback only.
 //!
-//! Paths: direct (client → backend), one and two halyard hops, one and two nginx hops (Debian's
+//! Paths: direct (client → backend), one and two halyard hops, the relay floor (a one-thread
+//! byte relay: the least a hop costs on this machine), one and two nginx hops (Debian's
 //! nginx, generated config, one worker, upstream keep-alive) and one and two HAProxy hops
 //! (Debian's haproxy, one thread, `http-reuse always`). Every proxy runs as its own process
 //! with one worker thread. Prints requests/s, p50/p99 and CPU-seconds per 1,000 requests at fixed
@@ -11,7 +12,8 @@
 //!
 //! `cargo bench -p halyard-proxy --bench dataplane` (env: `BENCH_SECS`, default 3; `BENCH_CONNS`,
 //! default 16; `BENCH_ROUNDS`, default 3; `BENCH_HALYARD_BIN`, another halyard-proxy binary to
-//! measure, e.g. a saved baseline). Bounded: every phase has a fixed duration; the whole
+//! measure, e.g. a saved baseline; `BENCH_PATHS`, only the paths whose names contain one of these
+//! comma-separated words, e.g. `halyard`). Bounded: every phase has a fixed duration; the whole
 //! run takes about two minutes.
 
 #![allow(clippy::unwrap_used)]
@@ -80,6 +82,48 @@ fn start_backend() -> SocketAddr {
     });
     addr
 }
+
+/// The floor of a hop on this machine: a one-thread byte relay (the same runtime as halyard's
+/// one worker) that parses nothing and forwards each connection to its own upstream connection.
+/// Every proxy pays at least its two wake-ups and four socket calls per request; what a proxy
+/// adds above this row is its own work.
+fn run_relay(listen: &str, upstream: &str) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (listen, upstream) = (listen.to_string(), upstream.to_string());
+    rt.block_on(async move {
+        let l = TcpListener::bind(&listen).await.unwrap();
+        loop {
+            let Ok((mut down, _)) = l.accept().await else {
+                continue;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut up) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = (down.set_nodelay(true), up.set_nodelay(true));
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+        }
+    });
+    std::process::exit(0)
+}
+
+/// The relay runs as its own process (this executable again), as the proxies do.
+fn start_relay(listen: SocketAddr, upstream: SocketAddr) -> Proc {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env(RELAY_ENV, format!("{listen},{upstream}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(listen);
+    Proc(child, false)
+}
+
+const RELAY_ENV: &str = "HALYARD_BENCH_RELAY";
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Run {
@@ -590,6 +634,13 @@ struct BenchPath {
 }
 
 fn main() {
+    if let Some((listen, upstream)) = std::env::var(RELAY_ENV)
+        .ok()
+        .as_deref()
+        .and_then(|v| v.split_once(','))
+    {
+        run_relay(listen, upstream);
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that short.
     let quick = !std::env::args().any(|a| a == "--bench");
     let secs = if quick {
@@ -636,6 +687,13 @@ fn main() {
             pids: vec![p2a.0.id(), p2b.0.id()],
         },
     ];
+    let relay = addr();
+    let relay_proc = start_relay(relay, backend);
+    paths.push(BenchPath {
+        name: "relay floor",
+        target: relay,
+        pids: vec![relay_proc.0.id()],
+    });
     // The peers: one and two hops each, started the same way.
     type Start = fn(&Path, &Path, &str, SocketAddr, SocketAddr) -> Proc;
     let peers: [(&'static str, &'static str, &'static str, Start); 2] = [
@@ -667,6 +725,12 @@ fn main() {
         peer_procs.extend([p, pb, pa]);
     }
 
+    // `BENCH_PATHS=halyard,direct`: measure only the paths whose names contain one of these
+    // words (profiling one proxy); the direct baseline is always kept.
+    if let Ok(only) = std::env::var("BENCH_PATHS") {
+        let words: Vec<&str> = only.split(',').map(str::trim).collect();
+        paths.retain(|p| p.name == "direct" || words.iter().any(|w| p.name.contains(w)));
+    }
     let mut runs: Vec<Vec<Row>> = paths.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         // Alternate the order so neither proxy always runs first.
@@ -684,6 +748,7 @@ fn main() {
     let p1_rss_loaded = rss_kib(p1.0.id());
     drop((p1, p2a, p2b));
     drop(peer_procs);
+    drop(relay_proc);
 
     let large_rss = {
         let l = addr();
@@ -819,6 +884,32 @@ fn print_report(
         loaded as f64 / 1024.0,
         large as f64 / 1024.0
     );
+    // What any proxy hop costs on this machine, and what halyard adds above that.
+    if let (Some(h), Some(f)) = (
+        find(paths, runs, "halyard 1 hop"),
+        find(paths, runs, "relay floor"),
+    ) {
+        let added = |rows: &[Row]| {
+            median(
+                rows.iter()
+                    .zip(direct)
+                    .map(|(r, d)| r.paced.p50_us - d.paced.p50_us)
+                    .collect(),
+            )
+        };
+        let cpu = |rows: &[Row], f: &dyn Fn(&Row) -> Option<f64>| {
+            med(rows, f).map_or("-".into(), |v| format!("{v:.4}"))
+        };
+        println!(
+            "relay floor (bytes forwarded, nothing parsed): adds {:.0} us p50 at 1k req/s, {} CPU-s/1k at 1k req/s, {} closed-loop; halyard 1 hop: {:.0} us, {}, {}",
+            added(f),
+            cpu(f, &Row::paced_cpu),
+            cpu(f, &Row::max_cpu),
+            added(h),
+            cpu(h, &Row::paced_cpu),
+            cpu(h, &Row::max_cpu),
+        );
+    }
     for peer in ["nginx", "haproxy"] {
         let (Some(h), Some(n)) = (
             find(paths, runs, "halyard 1 hop"),
