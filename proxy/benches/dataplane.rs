@@ -145,7 +145,7 @@ fn load(target: SocketAddr, conns: usize, secs: f64, rate: Option<f64>) -> Run {
         let warm = Instant::now() + Duration::from_millis(300);
         let stop = warm + Duration::from_secs_f64(secs);
         let mut tasks = Vec::new();
-        for _ in 0..conns {
+        for c in 0..conns {
             tasks.push(tokio::spawn(async move {
                 let mut lat: Vec<u32> = Vec::with_capacity(200_000);
                 let mut errors = 0u64;
@@ -159,8 +159,13 @@ fn load(target: SocketAddr, conns: usize, secs: f64, rate: Option<f64>) -> Run {
                     return (lat, 1);
                 };
                 tokio::spawn(conn);
+                // Paced: the connections take turns (connection c starts c/conns of a period
+                // late), so requests arrive evenly rather than in bursts of `conns`.
                 let mut tick = rate.map(|r| {
-                    let mut i = tokio::time::interval(Duration::from_secs_f64(conns as f64 / r));
+                    let period = Duration::from_secs_f64(conns as f64 / r);
+                    let first =
+                        tokio::time::Instant::now() + period.mul_f64(c as f64 / conns as f64);
+                    let mut i = tokio::time::interval_at(first, period);
                     i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     i
                 });
