@@ -5,16 +5,17 @@
 //! nginx, generated config, one worker, upstream keep-alive) and one and two HAProxy hops
 //! (Debian's haproxy, one thread, `http-reuse always`). Every proxy runs as its own process
 //! with one worker thread. Prints requests/s, p50/p99 and CPU-seconds per 1,000 requests at fixed
-//! concurrency, p50/p99 and CPU-seconds per 1,000 requests at a fixed 1,000 req/s, and halyard's
-//! RSS idle and with 1,000 services / 10,000 endpoints — all against the direct baseline and nginx
-//! measured in the same run. The paths are measured in interleaved rounds (alternating order);
+//! concurrency, p50/p99 and CPU-seconds per 1,000 requests at a fixed 1,000 req/s (one request a
+//! millisecond: four connections taking turns), and halyard's RSS idle and with 1,000 services /
+//! 10,000 endpoints — all against the direct baseline, the relay floor and the peers measured in
+//! the same run. The paths are measured in interleaved rounds (alternating order);
 //! the table shows medians over rounds, ratios are taken within each round.
 //!
 //! `cargo bench -p halyard-proxy --bench dataplane` (env: `BENCH_SECS`, default 3; `BENCH_CONNS`,
 //! default 16; `BENCH_ROUNDS`, default 3; `BENCH_HALYARD_BIN`, another halyard-proxy binary to
 //! measure, e.g. a saved baseline; `BENCH_PATHS`, only the paths whose names contain one of these
 //! comma-separated words, e.g. `halyard`). Bounded: every phase has a fixed duration; the whole
-//! run takes about two minutes.
+//! run takes about three minutes.
 
 #![allow(clippy::unwrap_used)]
 
