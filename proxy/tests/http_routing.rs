@@ -213,15 +213,6 @@ async fn mesh() -> Mesh {
     unhealthy.endpoints[0].health = r::endpoint::Health::Unhealthy as i32;
     let out_res = ProxyResources {
         version: "out-1".into(),
-        listeners: vec![listener(
-            "outbound",
-            Direction::Outbound,
-            vec![http_chain("http", "80")],
-        )],
-        route_configs: vec![route_config(
-            "80",
-            vec![vhost("svc:80", &["svc", "svc:80", "*.wild.test"], routes())],
-        )],
         clusters: vec![
             cluster(A, "a.default.svc.cluster.local"),
             cluster(B, "b.default.svc.cluster.local"),
@@ -241,7 +232,10 @@ async fn mesh() -> Mesh {
             endpoints("outbound|80||dead.default.svc.cluster.local", &[dead]),
             unhealthy,
         ],
-        ..Default::default()
+        ..outbound_http(
+            "outbound",
+            vec![vhost("svc:80", &["svc", "svc:80", "*.wild.test"], routes())],
+        )
     };
     let (out, out_addrs) = start_proxy(node("client", "v1"), &out_res);
     Mesh {

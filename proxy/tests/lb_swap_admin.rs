@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use halyard_config::ProxyResources;
 use halyard_config::resources as r;
-use r::listener::Direction;
 
 const C: &str = "outbound|80||pool.default.svc.cluster.local";
 
@@ -35,22 +34,16 @@ fn lb(policy: r::load_balancer::Policy, key: Option<r::consistent_hash::Key>) ->
 fn pool_config(version: &str, c: r::Cluster, eps: r::ClusterEndpoints) -> ProxyResources {
     ProxyResources {
         version: version.into(),
-        listeners: vec![listener(
+        clusters: vec![c],
+        endpoints: vec![eps],
+        ..outbound_http(
             "out",
-            Direction::Outbound,
-            vec![http_chain("http", "80")],
-        )],
-        route_configs: vec![route_config(
-            "80",
             vec![vhost(
                 "pool",
                 &["*"],
                 vec![route("all", vec![], to(&[(C, 1)]))],
             )],
-        )],
-        clusters: vec![c],
-        endpoints: vec![eps],
-        ..Default::default()
+        )
     }
 }
 

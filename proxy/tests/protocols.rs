@@ -44,25 +44,19 @@ async fn two_hops(
     };
     let (_in, in_addrs) = start_proxy(node("svc", "v1"), &in_res);
     let out_res = ProxyResources {
-        listeners: vec![listener(
-            "out",
-            Direction::Outbound,
-            vec![http_chain("http", "80")],
-        )],
-        route_configs: vec![route_config(
-            "80",
-            vec![vhost(
-                "svc",
-                &["*"],
-                vec![route("all", vec![], to(&[(SVC, 1)]))],
-            )],
-        )],
         clusters: vec![with_protocol(
             cluster(SVC, "svc.default.svc.cluster.local"),
             out_proto,
         )],
         endpoints: vec![endpoints(SVC, &[in_addrs["in"]])],
-        ..Default::default()
+        ..outbound_http(
+            "out",
+            vec![vhost(
+                "svc",
+                &["*"],
+                vec![route("all", vec![], to(&[(SVC, 1)]))],
+            )],
+        )
     };
     let (_out, out_addrs) = start_proxy(node("client", "v1"), &out_res);
     // Dropping the handles is fine: accept loops and connections run on as spawned tasks.

@@ -16,7 +16,6 @@ use common::*;
 use halyard_config::ProxyResources;
 use halyard_proxy::upstream::h1::{ChunkState, Decoded, ReadBuffer, decode_chunked};
 use http_body_util::{BodyExt, Full, StreamBody};
-use r::listener::Direction;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -244,21 +243,15 @@ async fn proxy_to_raw() -> (SocketAddr, Arc<Seen>, Arc<halyard_proxy::Proxy>) {
     // No retry policy: each request is one upstream exchange.
     let action = to(&[(SVC, 1)]);
     let res = ProxyResources {
-        listeners: vec![listener(
-            "out",
-            Direction::Outbound,
-            vec![http_chain("http", "80")],
-        )],
-        route_configs: vec![route_config(
-            "80",
-            vec![vhost("raw", &["*"], vec![route("all", vec![], action)])],
-        )],
         clusters: vec![r::Cluster {
             upstream_protocol: r::cluster::UpstreamProtocol::Http1 as i32,
             ..cluster(SVC, "raw.default.svc.cluster.local")
         }],
         endpoints: vec![endpoints(SVC, &[backend])],
-        ..Default::default()
+        ..outbound_http(
+            "out",
+            vec![vhost("raw", &["*"], vec![route("all", vec![], action)])],
+        )
     };
     let (p, addrs) = start_proxy(node("client", "v1"), &res);
     (addrs["out"], seen, p)

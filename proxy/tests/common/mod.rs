@@ -164,6 +164,21 @@ pub fn listener(
     }
 }
 
+/// An outbound HTTP listener named `listener_name` routed by route configuration "80", which holds
+/// `vhosts`: the resources every outbound routing test starts from (clusters and endpoints are
+/// the caller's).
+pub fn outbound_http(listener_name: &str, vhosts: Vec<r::VirtualHost>) -> ProxyResources {
+    ProxyResources {
+        listeners: vec![listener(
+            listener_name,
+            r::listener::Direction::Outbound,
+            vec![http_chain("http", "80")],
+        )],
+        route_configs: vec![route_config("80", vhosts)],
+        ..Default::default()
+    }
+}
+
 pub fn cluster(name: &str, host: &str) -> r::Cluster {
     r::Cluster {
         name: name.into(),

@@ -14,7 +14,6 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use r::listener::Direction;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
@@ -193,18 +192,12 @@ pub fn resources(
     tweak(&mut c);
     ProxyResources {
         version: "1".into(),
-        listeners: vec![listener(
-            "outbound",
-            Direction::Outbound,
-            vec![http_chain("http", "80")],
-        )],
-        route_configs: vec![route_config(
-            "80",
-            vec![vhost("svc:80", &["svc", "svc:80"], routes)],
-        )],
         clusters: vec![c],
         endpoints: vec![endpoints(SVC, &[addrs].concat())],
-        ..Default::default()
+        ..outbound_http(
+            "outbound",
+            vec![vhost("svc:80", &["svc", "svc:80"], routes)],
+        )
     }
 }
 
